@@ -1,0 +1,62 @@
+"""Response models (they document the API in /docs and keep responses stable)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class SearchResult(BaseModel):
+    text: str
+    score: float
+    doc_id: str
+    path: str
+    chunk_index: int
+    page: int | None = None
+    heading: str | None = None
+    content_hash: str | None = None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    space_id: str
+    timings: dict[str, float] = Field(description="embed_ms, search_ms, total_ms")
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    space_id: str
+    path: str
+    chunks: int
+    hash: str = Field(description="sha256 of the file's bytes")
+    size_bytes: int
+    indexed_at: str
+
+
+class DocumentList(BaseModel):
+    space_id: str
+    documents: list[DocumentOut]
+
+
+class IngestOut(BaseModel):
+    path: str
+    status: str = Field(description="added | replaced | unchanged")
+    doc_id: str | None
+    chunks: int
+    space_id: str
+
+
+class DeleteOut(BaseModel):
+    doc_id: str
+    deleted_points: int
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 500, 503)}

@@ -1,0 +1,26 @@
+"""GET /search: semantic search over one space."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Query
+
+from backend.api.deps import ServicesDep
+from backend.api.schemas import ERROR_RESPONSES, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+@router.get("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+def search(
+    services: ServicesDep,
+    q: str = Query(..., description="The query text."),
+    space_id: str = Query(..., description="The space to search."),
+    top_k: int = Query(5, description="How many chunks to return (1..SEARCH_MAX_TOP_K)."),
+) -> dict:
+    """The `top_k` chunks of `space_id` closest to `q`, best first."""
+    start = time.perf_counter()
+    retrieved = services.retriever.search(q, space_id, top_k)
+    timings = {**retrieved.timings, "total_ms": round((time.perf_counter() - start) * 1000, 3)}
+    return {"results": retrieved.results, "space_id": space_id, "timings": timings}

@@ -1,0 +1,70 @@
+"""The FastAPI app factory and its lifespan: components are built at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from backend import __version__
+from backend.api import documents, health, search
+from backend.api.errors import install_error_handlers
+from backend.services import Services, build_services
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _register(settings: Settings) -> None:
+    """Tell CLIs on this machine where we serve (they cannot open the embedded store while we hold it)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registration = {"url": f"http://{host}:{settings.port}", "pid": os.getpid()}
+    settings.backend_registration_file.write_text(json.dumps(registration))
+
+
+def _unregister(settings: Settings) -> None:
+    path = settings.backend_registration_file
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """Build the app. `services` may be given (tests); otherwise the lifespan builds and closes them."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = services is None
+        app.state.services = services or await run_in_threadpool(build_services, settings)
+        svc: Services = app.state.services
+        if svc.store.kind == "edge" and owned:
+            _register(settings)
+        svc.optimizer.start()
+        log.info("serving: store=%s embedder=%s", svc.store.kind, svc.embedder.name)
+        try:
+            yield
+        finally:
+            if owned:
+                _unregister(settings)
+                await run_in_threadpool(svc.close)
+            else:
+                svc.optimizer.stop()
+
+    app = FastAPI(
+        title="RAG appliance",
+        version=__version__,
+        description="Index a team's documents into Qdrant and search them (answering with vLLM/Ollama comes next).",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(search.router)
+    app.include_router(documents.router)
+    return app

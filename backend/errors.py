@@ -1,0 +1,154 @@
+"""The appliance's one error family.
+
+    AppError
+    ├── InvalidRequest (400)
+    │   ├── InvalidSpace (400)
+    │   └── FileTooLarge (413)
+    ├── UnsupportedFileType (415)
+    ├── DocumentError (422)
+    │   ├── CorruptDocument (422)
+    │   └── EmptyDocument (422)
+    ├── NotFound (404)
+    │   ├── DocumentNotFound (404)
+    │   └── SpaceNotFound (404)
+    ├── StoreError (503)
+    │   ├── StoreUnavailable (503)
+    │   └── StoreLocked (503)
+    ├── EmbedderError (500)
+    └── BackendUnreachable (503)   (CLI talking to a running backend)
+
+Third-party exceptions are translated into these at the adapter boundary (`raise ... from exc`).
+The HTTP layer maps them in one handler (`backend.api.errors`), the CLI to exit codes (`EXIT_CODES`).
+"""
+
+from __future__ import annotations
+
+
+class AppError(Exception):
+    """Base of every error the appliance reports; carries its HTTP status and a stable type name."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"error": {"type": self.error_type, "message": self.message}}
+
+
+class InvalidRequest(AppError):
+    """The request itself is malformed (bad parameter, missing field)."""
+
+    status_code = 400
+    error_type = "invalid_request"
+
+
+class InvalidSpace(InvalidRequest):
+    """A space id that does not match the allowed pattern."""
+
+    error_type = "invalid_space"
+
+
+class FileTooLarge(InvalidRequest):
+    """The file exceeds MAX_UPLOAD_MB."""
+
+    status_code = 413
+    error_type = "file_too_large"
+
+
+class UnsupportedFileType(AppError):
+    """No parser handles this file's extension."""
+
+    status_code = 415
+    error_type = "unsupported_file_type"
+
+
+class DocumentError(AppError):
+    """A supported file whose content cannot be indexed."""
+
+    status_code = 422
+    error_type = "document_error"
+
+
+class CorruptDocument(DocumentError):
+    """The parser rejected the file (broken PDF, invalid DOCX zip, undecodable text, ...)."""
+
+    error_type = "corrupt_document"
+
+
+class EmptyDocument(DocumentError):
+    """The file parsed but holds no text to index (empty file, scanned PDF without a text layer, ...)."""
+
+    error_type = "empty_document"
+
+
+class NotFound(AppError):
+    """The addressed resource does not exist."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
+class DocumentNotFound(NotFound):
+    """No document with this id exists."""
+
+    error_type = "document_not_found"
+
+
+class SpaceNotFound(NotFound):
+    """The space holds no documents."""
+
+    error_type = "space_not_found"
+
+
+class StoreError(AppError):
+    """The vector store failed or cannot be reached."""
+
+    status_code = 503
+    error_type = "store_unavailable"
+
+
+class StoreUnavailable(StoreError):
+    """The vector store could not be reached or refused the operation."""
+
+
+class StoreLocked(StoreError):
+    """The embedded store is open in another process (Qdrant Edge is single-process)."""
+
+    error_type = "store_locked"
+
+
+class EmbedderError(AppError):
+    """The embedding model could not be loaded or failed to encode."""
+
+    status_code = 500
+    error_type = "embedder_error"
+
+
+class BackendUnreachable(AppError):
+    """The CLI could not reach the running backend it was told to use."""
+
+    status_code = 503
+    error_type = "backend_unreachable"
+
+
+# CLI exit codes: 0 success, 1 some files failed, 2 usage/config, 3 store, 4 backend, 5 embedder.
+EXIT_OK = 0
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CODES: dict[type[AppError], int] = {
+    InvalidRequest: EXIT_USAGE,
+    StoreError: 3,
+    BackendUnreachable: 4,
+    EmbedderError: 5,
+}
+
+
+def exit_code_for(error: AppError) -> int:
+    """The CLI exit code for an error (most specific registered base class wins)."""
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_FILES_FAILED

@@ -1,0 +1,1 @@
+"""Ingestion: parse files into sections, cut sections into token-bounded chunks, index them."""

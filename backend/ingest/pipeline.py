@@ -1,0 +1,152 @@
+"""Ingestion pipeline: bytes -> sections -> chunks -> vectors -> staged commit.
+
+Files are handled in groups: each file is read, hashed, checked against the index (an unchanged file costs
+three cheap store queries and no parsing), parsed and chunked; the chunks of a whole group are embedded in
+one call so that small files still fill the model's batches, then each file is committed on its own.
+A failure is per file: it is reported and the rest go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from backend.errors import AppError, FileTooLarge, UnsupportedFileType
+from backend.ingest.chunking import Chunk, Chunker
+from backend.ingest.parsers import parse_document, parser_for
+from backend.retrieval.documents import DocumentIndex, make_doc_id, normalize_doc_path, validate_space
+from backend.retrieval.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+# Embed this many chunks (at least) per call, across files.
+GROUP_CHUNKS = 256
+
+
+@dataclass
+class IngestResult:
+    """What happened to one file."""
+
+    path: str
+    status: str  # added | replaced | unchanged | failed | skipped
+    doc_id: str | None = None
+    chunks: int = 0
+    error_type: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Pending:
+    path: str
+    content_hash: str
+    size: int
+    chunks: list[Chunk]
+
+
+class IngestPipeline:
+    """Parses, chunks, embeds and commits documents into one `DocumentIndex`."""
+
+    def __init__(self, embedder: Embedder, index: DocumentIndex, chunker: Chunker, max_bytes: int):
+        self.embedder = embedder
+        self.index = index
+        self.chunker = chunker
+        self.max_bytes = max_bytes
+
+    def ingest_bytes(self, space_id: str, path: str, data: bytes) -> IngestResult:
+        """Index one file's bytes; raises the AppError of a bad file (the API maps it to 4xx)."""
+        result = next(iter(self.ingest_many(space_id, [(path, lambda: data)])))
+        if result.status in ("failed", "skipped") and result.error is not None:
+            raise result.error
+        return result.result
+
+    def ingest_many(
+        self, space_id: str, items: Iterable[tuple[str, Callable[[], bytes]]]
+    ) -> Iterator["_Outcome"]:
+        """Index (path, load-bytes) items; yields one outcome per item, in order of completion."""
+        validate_space(space_id)
+        group: list[_Pending] = []
+        group_chunks = 0
+        for raw_path, load in items:
+            outcome = self._prepare(space_id, raw_path, load)
+            if isinstance(outcome, _Pending):
+                group.append(outcome)
+                group_chunks += len(outcome.chunks)
+                if group_chunks >= GROUP_CHUNKS:
+                    yield from self._commit_group(space_id, group)
+                    group, group_chunks = [], 0
+            else:
+                yield outcome
+        if group:
+            yield from self._commit_group(space_id, group)
+
+    def _prepare(self, space_id: str, raw_path: str, load: Callable[[], bytes]):
+        path = raw_path
+        try:
+            path = normalize_doc_path(raw_path)
+            parser_for(path)  # unsupported type: skip before reading anything
+            data = load()
+            if len(data) > self.max_bytes:
+                raise FileTooLarge(
+                    f"{path}: {len(data) / 1048576:.1f} MB exceeds MAX_UPLOAD_MB ({self.max_bytes / 1048576:.0f} MB)"
+                )
+            content_hash = hashlib.sha256(data).hexdigest()
+            doc_id = make_doc_id(space_id, path)
+            if self.index.status(space_id, doc_id, self.index.version(content_hash)) == "unchanged":
+                return _Outcome(IngestResult(path, "unchanged", doc_id))
+            chunks = self.chunker.chunk(parse_document(data, path))
+            return _Pending(path, content_hash, len(data), chunks)
+        except UnsupportedFileType as exc:
+            return _Outcome(IngestResult(path, "skipped", error_type=exc.error_type, message=exc.message), exc)
+        except AppError as exc:
+            return _Outcome(IngestResult(path, "failed", error_type=exc.error_type, message=exc.message), exc)
+        except OSError as exc:
+            return _Outcome(IngestResult(path, "failed", error_type="io_error", message=f"{path}: {exc}"))
+
+    def _commit_group(self, space_id: str, group: list[_Pending]) -> Iterator["_Outcome"]:
+        texts = [chunk.embed_text for pending in group for chunk in pending.chunks]
+        try:
+            vectors = self.embedder.embed_documents(texts)
+        except AppError as exc:
+            for pending in group:
+                yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
+            return
+        offset = 0
+        for pending in group:
+            n = len(pending.chunks)
+            try:
+                status = self.index.commit(
+                    space_id, pending.path, pending.content_hash, pending.size, pending.chunks, vectors[offset : offset + n]
+                )
+                yield _Outcome(IngestResult(pending.path, status, make_doc_id(space_id, pending.path), n))
+            except AppError as exc:
+                yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
+            offset += n
+
+
+@dataclass
+class _Outcome:
+    result: IngestResult
+    error: AppError | None = None
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+
+def iter_folder(root: Path) -> list[Path]:
+    """Every regular file under root, sorted, skipping hidden files and folders (.git, .DS_Store, ...)."""
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and not path.is_symlink():
+            files.append(path)
+    return files

@@ -1,0 +1,196 @@
+"""Documents on top of a `VectorStore`: identity, versions, crash-safe replacement, listing.
+
+Identity. A document is (space, path): `doc_id` is derived from both, so the same file ingested again
+maps to the same document. A point id is derived from (space, path, version, chunk_index), where the
+version hashes the file's bytes with everything that shapes its chunks (embedding model, chunk sizes,
+parser version): the same content always gives the same ids; changed content gives new ones.
+
+Replacement is a staged commit, so readers never see a mix of two versions and a crash at any step
+leaves a state the next run repairs:
+  1. drop leftovers of an earlier, interrupted commit of this document (points in the staging space);
+  2. write the new version's points under the staging space `~staging:<space>` (invisible to search);
+  3. delete the live points of the document (all older versions);
+  4. move the staged points into the live space (one set-payload by filter).
+A crash in 1-2 leaves the old version live; in 3-4 the document is missing until the next run, which
+finds it "changed" and commits again. `status()` calls a document unchanged only when every live point
+belongs to the current version and their number equals the recorded chunk count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import PurePosixPath
+from typing import Sequence
+
+import numpy as np
+
+from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace
+from backend.ingest.chunking import Chunk
+from backend.retrieval.store import Filter, Hit, PointRecord, VectorStore
+
+STAGING_PREFIX = "~staging:"
+# Bump when a parser change alters extracted text, so documents are re-indexed.
+PARSER_VERSION = "1"
+SPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PATH_CHARS = 512
+LISTING_FIELDS = ["doc_id", "space_id", "path", "chunk_count", "content_hash", "size_bytes", "indexed_at", "version"]
+
+
+def validate_space(space_id: str) -> str:
+    """Space ids are 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit."""
+    if not isinstance(space_id, str) or not SPACE_PATTERN.match(space_id):
+        raise InvalidSpace(
+            f"invalid space_id {space_id!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return space_id
+
+
+def normalize_doc_path(path: str) -> str:
+    """A document's logical path (its identity within a space and what users see), never opened as a file."""
+    if not path or len(path) > MAX_PATH_CHARS or any(ord(ch) < 32 for ch in path):
+        raise InvalidRequest(f"invalid document path {path[:80]!r}: 1-{MAX_PATH_CHARS} printable characters")
+    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", ".", "")]
+    if not parts or ".." in parts:
+        raise InvalidRequest(f"invalid document path {path!r}: no '..' and not empty")
+    return "/".join(parts)
+
+
+def make_doc_id(space_id: str, path: str) -> str:
+    return hashlib.sha256(f"{space_id}\x1f{path}".encode()).hexdigest()[:16]
+
+
+def make_point_id(space_id: str, path: str, version: str, chunk_index: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{space_id}\x1f{path}\x1f{version}\x1f{chunk_index}"))
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """One indexed document, as listed by GET /documents."""
+
+    doc_id: str
+    space_id: str
+    path: str
+    chunks: int
+    hash: str
+    size_bytes: int
+    indexed_at: str
+
+
+class DocumentIndex:
+    """Document-level operations on a vector store."""
+
+    def __init__(self, store: VectorStore, fingerprint: str):
+        self.store = store
+        self.fingerprint = fingerprint  # embedding model + chunking; part of every version
+        self._doc_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def version(self, content_hash: str) -> str:
+        return hashlib.sha256(f"{content_hash}\x1f{self.fingerprint}\x1fparser={PARSER_VERSION}".encode()).hexdigest()[:16]
+
+    def _lock(self, doc_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._doc_locks[doc_id]
+
+    def status(self, space_id: str, doc_id: str, version: str) -> str:
+        """'new' (no live points), 'unchanged' (exactly the current version, complete) or 'changed'."""
+        live = self.store.count(Filter(must={"space_id": space_id, "doc_id": doc_id}))
+        if live == 0:
+            return "new"
+        current = Filter(must={"space_id": space_id, "doc_id": doc_id, "version": version})
+        head = next(iter(self.store.scroll(Filter(must={**current.must, "chunk_index": 0}), ["chunk_count"])), None)
+        if head is not None and self.store.count(current) == head.get("chunk_count") == live:
+            return "unchanged"
+        return "changed"
+
+    def commit(
+        self,
+        space_id: str,
+        path: str,
+        content_hash: str,
+        size_bytes: int,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+    ) -> str:
+        """Make `chunks` the document's live content; returns 'added', 'replaced' or 'unchanged'."""
+        if len(chunks) != len(vectors) or not chunks:
+            raise ValueError("commit needs one vector per chunk and at least one chunk")
+        doc_id = make_doc_id(space_id, path)
+        version = self.version(content_hash)
+        staging = STAGING_PREFIX + space_id
+        indexed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        points = [
+            PointRecord(
+                id=make_point_id(space_id, path, version, chunk.chunk_index),
+                vector=vector,
+                payload={
+                    "space_id": staging,
+                    "doc_id": doc_id,
+                    "path": path,
+                    "chunk_index": chunk.chunk_index,
+                    "chunk_count": len(chunks),
+                    "page": chunk.page,
+                    "heading": chunk.heading,
+                    "text": chunk.text,
+                    "token_count": chunk.token_count,
+                    "content_hash": content_hash,
+                    "version": version,
+                    "size_bytes": size_bytes,
+                    "indexed_at": indexed_at,
+                },
+            )
+            for chunk, vector in zip(chunks, vectors)
+        ]
+        with self._lock(doc_id):
+            # Another request may have committed this very version while we were embedding.
+            state = self.status(space_id, doc_id, version)
+            if state == "unchanged":
+                return "unchanged"
+            self.store.delete(Filter(must={"space_id": staging, "doc_id": doc_id}))
+            self.store.upsert(points)
+            self.store.delete(Filter(must={"space_id": space_id, "doc_id": doc_id}))
+            self.store.set_payload(Filter(must={"space_id": staging, "doc_id": doc_id, "version": version}), {"space_id": space_id})
+        return "added" if state == "new" else "replaced"
+
+    def delete(self, doc_id: str) -> int:
+        """Remove every point of a document (live and staged); DocumentNotFound if it has none."""
+        with self._lock(doc_id):
+            n = self.store.count(Filter(must={"doc_id": doc_id}))
+            if n == 0:
+                raise DocumentNotFound(f"no document with id {doc_id!r}")
+            self.store.delete(Filter(must={"doc_id": doc_id}))
+        return n
+
+    def get(self, doc_id: str) -> DocumentInfo:
+        for payload in self.store.scroll(Filter(must={"doc_id": doc_id, "chunk_index": 0}), LISTING_FIELDS):
+            if not str(payload.get("space_id", "")).startswith(STAGING_PREFIX):
+                return _info(payload)
+        raise DocumentNotFound(f"no document with id {doc_id!r}")
+
+    def list(self, space_id: str) -> list[DocumentInfo]:
+        docs = [_info(p) for p in self.store.scroll(Filter(must={"space_id": space_id, "chunk_index": 0}), LISTING_FIELDS)]
+        return sorted(docs, key=lambda d: d.path)
+
+    def count(self, space_id: str) -> int:
+        return self.store.count(Filter(must={"space_id": space_id}))
+
+    def search(self, space_id: str, vector: np.ndarray, limit: int) -> list[Hit]:
+        return self.store.search(vector, Filter(must={"space_id": space_id}), limit)
+
+
+def _info(payload: dict) -> DocumentInfo:
+    return DocumentInfo(
+        doc_id=payload["doc_id"],
+        space_id=payload["space_id"],
+        path=payload["path"],
+        chunks=int(payload.get("chunk_count", 0)),
+        hash=payload.get("content_hash", ""),
+        size_bytes=int(payload.get("size_bytes", 0)),
+        indexed_at=payload.get("indexed_at", ""),
+    )

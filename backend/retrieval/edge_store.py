@@ -1,0 +1,195 @@
+"""Qdrant Edge (qdrant-edge-py): the embedded engine, one shard on disk under DATA_DIR.
+
+Qdrant Edge is single-process: a second process opening the shard fails on the WAL lock. We take our
+own advisory lock first (`store.lock`), so the failure is a clear `StoreLocked` and the CLI can fall
+back to sending files to the running backend. Edge runs no background optimizer, so `optimize()` builds
+the HNSW index when the caller decides (after an ingest run).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import qdrant_edge as qe
+
+from backend.errors import StoreLocked, StoreUnavailable
+from backend.retrieval.store import INTEGER_INDEXES, KEYWORD_INDEXES, Filter, Hit, PointRecord
+
+log = logging.getLogger(__name__)
+
+VECTOR_NAME = "dense"
+UPSERT_BATCH = 512
+
+
+def _condition(key: str, value: str | int) -> qe.FieldCondition:
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+
+
+def _filter(flt: Filter) -> qe.Filter:
+    return qe.Filter(
+        must=[_condition(k, v) for k, v in flt.must.items()] or None,
+        must_not=[_condition(k, v) for k, v in flt.must_not.items()] or None,
+    )
+
+
+class EdgeStore:
+    """A `VectorStore` on a Qdrant Edge shard."""
+
+    kind = "edge"
+
+    def __init__(self, directory: Path, dim: int):
+        self.directory = Path(directory)
+        self.dim = dim
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._acquire_process_lock()
+        shard_dir = self.directory / "shard"
+        config = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        try:
+            if (shard_dir / "segments").exists() or (shard_dir / "wal").exists():
+                # Passing the config makes the engine check it against the stored vectors (dimension).
+                self._shard = qe.EdgeShard.load(str(shard_dir), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(shard_dir), config)
+        except Exception as exc:  # qdrant_edge raises plain Exception with the engine's message
+            self._release_process_lock()
+            hint = ""
+            if "incompatible" in str(exc).lower():
+                hint = " (EMBED_MODEL changed? its vectors differ from the stored ones: use a new DATA_DIR)"
+            raise StoreUnavailable(f"could not open the embedded Qdrant Edge store at {shard_dir}: {exc}{hint}") from exc
+        self._ensure_indexes()
+        # Writes are serialised: Edge applies them in order anyway, and bookkeeping relies on it.
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    # -- process lock ---------------------------------------------------------------------------------
+    def _acquire_process_lock(self):
+        path = self.directory / "store.lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreLocked(
+                f"the embedded store {self.directory} is open in {owner}; Qdrant Edge allows one process. "
+                "Send files to the running backend (the CLI does this by itself) or stop it first."
+            ) from exc
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        return handle
+
+    def _release_process_lock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- setup ----------------------------------------------------------------------------------------
+    def _ensure_indexes(self) -> None:
+        existing = set(self._shard.info().payload_schema)
+        for name in KEYWORD_INDEXES:
+            if name not in existing:
+                params = qe.KeywordIndexParams(is_tenant=(name == "space_id"))
+                self._shard.update(qe.UpdateOperation.create_field_index(name, params))
+        for name in INTEGER_INDEXES:
+            if name not in existing:
+                self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
+
+    # -- VectorStore ----------------------------------------------------------------------------------
+    def _update(self, operation: qe.UpdateOperation) -> None:
+        try:
+            with self._write_lock:
+                self._shard.update(operation)
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store write failed: {exc}") from exc
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = points[start : start + UPSERT_BATCH]
+            self._update(
+                qe.UpdateOperation.upsert_points(
+                    [qe.Point(p.id, {VECTOR_NAME: p.vector.astype(np.float32).tolist()}, p.payload) for p in batch]
+                )
+            )
+
+    def search(self, vector: np.ndarray, flt: Filter, limit: int) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(vector.astype(np.float32).tolist(), using=VECTOR_NAME),
+            filter=_filter(flt),
+            with_payload=True,
+        )
+        try:
+            points = self._shard.query(request)
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+    def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
+        offset = None
+        with_payload: Any = list(fields) if fields else True
+        while True:
+            try:
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=batch, filter=_filter(flt), with_payload=with_payload)
+                )
+            except Exception as exc:
+                raise StoreUnavailable(f"embedded store scroll failed: {exc}") from exc
+            for record in records:
+                yield dict(record.payload or {})
+            if offset is None:
+                return
+
+    def count(self, flt: Filter) -> int:
+        try:
+            return int(self._shard.count(qe.CountRequest(exact=True, filter=_filter(flt))))
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store count failed: {exc}") from exc
+
+    def delete(self, flt: Filter) -> None:
+        self._update(qe.UpdateOperation.delete_points_by_filter(_filter(flt)))
+
+    def set_payload(self, flt: Filter, payload: Mapping[str, Any]) -> None:
+        self._update(qe.UpdateOperation.set_payload_by_filter(_filter(flt), dict(payload)))
+
+    def optimize(self) -> None:
+        try:
+            with self._write_lock:
+                self._shard.optimize()
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store optimisation failed: {exc}") from exc
+
+    def health(self) -> dict:
+        try:
+            info = self._shard.info()
+            return {
+                "status": "ok",
+                "engine": "qdrant-edge",
+                "path": str(self.directory),
+                "points": info.points_count,
+                "indexed_vectors": info.indexed_vectors_count,
+                "segments": info.segments_count,
+            }
+        except Exception as exc:
+            return {"status": "error", "engine": "qdrant-edge", "error": str(exc)}
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True):
+            self._release_process_lock()
+            return
+        self._closed = True
+        try:
+            self._shard.flush()
+            self._shard.close()
+        finally:
+            self._release_process_lock()
+

@@ -1,0 +1,162 @@
+"""A Qdrant server (or cluster) through qdrant-client: used when QDRANT_URL is set.
+
+Every space lives in one collection, separated by the `space_id` payload key (a tenant index), which is
+Qdrant's recommended multitenancy layout. The backend keeps no state of its own with this store, so
+several replicas can share one Qdrant. In tests the same class runs over qdrant-client's local mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Mapping, Sequence
+
+import httpx
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from backend.errors import StoreUnavailable
+from backend.retrieval.store import INTEGER_INDEXES, KEYWORD_INDEXES, Filter, Hit, PointRecord
+
+log = logging.getLogger(__name__)
+
+VECTOR_NAME = "dense"
+UPSERT_BATCH = 512
+# Errors of qdrant-client and its transports that mean "the store failed", translated to StoreUnavailable.
+CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, ConnectionError, OSError, TimeoutError)
+
+
+def _condition(key: str, value: str | int) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def _filter(flt: Filter) -> models.Filter:
+    return models.Filter(
+        must=[_condition(k, v) for k, v in flt.must.items()] or None,
+        must_not=[_condition(k, v) for k, v in flt.must_not.items()] or None,
+    )
+
+
+class QdrantServerStore:
+    """A `VectorStore` on one collection of a Qdrant server."""
+
+    kind = "qdrant"
+
+    def __init__(self, client: QdrantClient, collection: str, dim: int, where: str = "qdrant"):
+        self.client = client
+        self.collection = collection
+        self.dim = dim
+        self.where = where
+        self._call(self._ensure_collection, "prepare the collection")
+
+    @classmethod
+    def from_url(cls, url: str, collection: str, dim: int, api_key: str | None = None, timeout_s: float = 10.0):
+        client = QdrantClient(url=url, api_key=api_key, timeout=int(max(timeout_s, 1)))
+        return cls(client, collection, dim, where=url)
+
+    def _call(self, fn, what: str, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CLIENT_ERRORS as exc:
+            raise StoreUnavailable(f"Qdrant at {self.where}: could not {what}: {exc}") from exc
+
+    def _ensure_collection(self) -> None:
+        if not self.client.collection_exists(self.collection):
+            self.client.create_collection(
+                self.collection,
+                vectors_config={VECTOR_NAME: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+            )
+        else:
+            info = self.client.get_collection(self.collection)
+            vectors = info.config.params.vectors
+            params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+            if params is None or params.size != self.dim:
+                raise StoreUnavailable(
+                    f"collection {self.collection!r} at {self.where} does not hold {self.dim}-dim '{VECTOR_NAME}' "
+                    "vectors (EMBED_MODEL changed?): use another QDRANT_COLLECTION"
+                )
+        schema = self.client.get_collection(self.collection).payload_schema or {}
+        for name in KEYWORD_INDEXES:
+            if name not in schema:
+                self.client.create_payload_index(
+                    self.collection,
+                    name,
+                    field_schema=models.KeywordIndexParams(
+                        type=models.KeywordIndexType.KEYWORD, is_tenant=(name == "space_id")
+                    ),
+                )
+        for name in INTEGER_INDEXES:
+            if name not in schema:
+                self.client.create_payload_index(self.collection, name, field_schema=models.PayloadSchemaType.INTEGER)
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        for start in range(0, len(points), UPSERT_BATCH):
+            batch = [
+                models.PointStruct(id=p.id, vector={VECTOR_NAME: p.vector.astype(np.float32).tolist()}, payload=p.payload)
+                for p in points[start : start + UPSERT_BATCH]
+            ]
+            self._call(self.client.upsert, "write points", self.collection, points=batch, wait=True)
+
+    def search(self, vector: np.ndarray, flt: Filter, limit: int) -> list[Hit]:
+        response = self._call(
+            self.client.query_points,
+            "search",
+            self.collection,
+            query=vector.astype(np.float32).tolist(),
+            using=VECTOR_NAME,
+            query_filter=_filter(flt),
+            limit=limit,
+            with_payload=True,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
+        offset = None
+        with_payload: Any = list(fields) if fields else True
+        while True:
+            records, offset = self._call(
+                self.client.scroll,
+                "scroll",
+                self.collection,
+                scroll_filter=_filter(flt),
+                limit=batch,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=False,
+            )
+            for record in records:
+                yield dict(record.payload or {})
+            if offset is None:
+                return
+
+    def count(self, flt: Filter) -> int:
+        return int(self._call(self.client.count, "count", self.collection, count_filter=_filter(flt), exact=True).count)
+
+    def delete(self, flt: Filter) -> None:
+        selector = models.FilterSelector(filter=_filter(flt))
+        self._call(self.client.delete, "delete points", self.collection, points_selector=selector, wait=True)
+
+    def set_payload(self, flt: Filter, payload: Mapping[str, Any]) -> None:
+        self._call(
+            self.client.set_payload, "set payload", self.collection, payload=dict(payload), points=_filter(flt), wait=True
+        )
+
+    def optimize(self) -> None:
+        """The server's own optimizer indexes in the background: nothing to do."""
+
+    def health(self) -> dict:
+        try:
+            info = self.client.get_collection(self.collection)
+            return {
+                "status": "ok",
+                "engine": "qdrant",
+                "url": self.where,
+                "collection": self.collection,
+                "points": info.points_count,
+                "indexed_vectors": info.indexed_vectors_count,
+            }
+        except CLIENT_ERRORS + (ValueError,) as exc:
+            return {"status": "error", "engine": "qdrant", "url": self.where, "error": str(exc)}
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,94 @@
+"""The long-lived components, built once from the settings and shared by the API and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from backend.ingest.chunking import Chunker
+from backend.ingest.pipeline import IngestPipeline
+from backend.retrieval.documents import DocumentIndex
+from backend.retrieval.embedder import Embedder, create_embedder
+from backend.retrieval.retriever import Retriever
+from backend.retrieval.store import VectorStore, create_store
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# Wait this long after the last write before optimising, so a burst of uploads triggers one run.
+OPTIMIZE_DEBOUNCE_S = 2.0
+
+
+class BackgroundOptimizer:
+    """Runs `store.optimize()` in a background thread after writes (Qdrant Edge has no optimizer of its own)."""
+
+    def __init__(self, store: VectorStore, debounce_s: float = OPTIMIZE_DEBOUNCE_S):
+        self.store = store
+        self.debounce_s = debounce_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="store-optimizer", daemon=True)
+        self._thread.start()
+
+    def schedule(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            while self._wake.is_set() and not self._stop.is_set():
+                self._wake.clear()
+                self._stop.wait(self.debounce_s)  # more writes in this window restart the wait
+            if self._stop.is_set():
+                return
+            try:
+                self.store.optimize()
+            except Exception:  # an optimisation failure must not kill the thread; it is retried next time
+                log.exception("store optimisation failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=600)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    embedder: Embedder
+    store: VectorStore
+    index: DocumentIndex
+    retriever: Retriever
+    pipeline: IngestPipeline
+    optimizer: BackgroundOptimizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = BackgroundOptimizer(self.store)
+
+    def close(self) -> None:
+        self.optimizer.stop()
+        self.store.close()
+
+
+def build_services(settings: Settings, embedder: Embedder | None = None, store: VectorStore | None = None) -> Services:
+    """Load the embedder, open the store, wire the rest. `embedder`/`store` may be given (tests, reuse)."""
+    embedder = embedder or create_embedder(settings)
+    store = store or create_store(settings, embedder.dim)
+    try:
+        chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
+        index = DocumentIndex(store, fingerprint=f"model={embedder.name};{chunker.fingerprint()}")
+        retriever = Retriever(embedder, index, max_top_k=settings.search_max_top_k)
+        pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes)
+    except Exception:
+        store.close()
+        raise
+    return Services(settings, embedder, store, index, retriever, pipeline)

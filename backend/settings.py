@@ -1,0 +1,83 @@
+"""The one settings object of the appliance.
+
+Read once (from the environment and an env file) by the entry points — `python -m backend`,
+`python -m cli.index_cli`, `python -m cli.bench` — and passed down. No other module reads
+`os.environ`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Every knob of the appliance; env names are the field names upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Storage
+    data_dir: Path = Field(Path("./data"), description="Where the embedded store and runtime files live.")
+    qdrant_url: str = Field("", description="Qdrant server URL; empty = embedded Qdrant Edge under DATA_DIR.")
+    qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it needs one.")
+    qdrant_collection: str = Field("chunks", description="Collection (server) holding every space's chunks.")
+    qdrant_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout for the Qdrant server.")
+
+    # Embeddings
+    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
+    embed_device: str = Field("cpu", description="torch device for the embedder (cpu, cuda, cuda:0, ...).")
+    embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks per embedding batch.")
+
+    # Chunking (in the embedder's own tokens)
+    chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens.")
+    chunk_overlap: int = Field(40, ge=0, description="Tokens shared by consecutive chunks of one section.")
+
+    # Ingestion limits
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted (upload or folder ingest).")
+
+    # HTTP API
+    host: str = Field("127.0.0.1", description="Interface the backend binds to (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="Port the backend serves on.")
+    backend_url: str = Field(
+        "",
+        description="URL of a running backend for the CLI; empty = the one registered in DATA_DIR, if any.",
+    )
+    search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
+    log_level: str = Field("info", description="Python logging level.")
+
+    @field_validator("qdrant_url", "backend_url")
+    @classmethod
+    def _strip_url(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than CHUNK_TOKENS ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def embedded_store_dir(self) -> Path:
+        return self.data_dir / "qdrant-edge"
+
+    @property
+    def backend_registration_file(self) -> Path:
+        """Written by a running backend so the CLI can find it (the embedded store is single-process)."""
+        return self.data_dir / "backend.json"
+
+
+def load_settings(env_file: str | Path | None = None, **overrides) -> Settings:
+    """Read the settings once; `env_file` replaces the default `.env` when given."""
+    if env_file is not None:
+        return Settings(_env_file=str(env_file), **overrides)
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Command-line tools: index_cli (ingest a folder), bench (benchmarks)."""
