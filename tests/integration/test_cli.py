@@ -1,0 +1,109 @@
+"""cli.index_cli: direct into the embedded store, and through a running backend that holds it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.docs_factory import make_pdf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_folder(root: Path) -> Path:
+    docs = root / "docs"
+    (docs / "guides").mkdir(parents=True)
+    (docs / "guides" / "backup.md").write_text("# Backups\n\nBackups run nightly at 02:00 to the NAS.\n")
+    (docs / "policy.pdf").write_bytes(make_pdf(["Security policy.", "Rotate API keys every 90 days."]))
+    (docs / "notes.txt").write_text("The GPU server has one RTX 6000 card with 96 GB.")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.5\n garbage \x00\x00")
+    (docs / "diagram.png").write_bytes(b"\x89PNG\r\n")
+    (docs / ".hidden.txt").write_text("never indexed")
+    return docs
+
+
+def env_for(data_dir: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "BACKEND_", "DATA_DIR", "PORT"))}
+    return {**env, "DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **extra}
+
+
+def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.index_cli", *args, "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_index_cli_direct_reports_failures_and_is_idempotent(tmp_path):
+    docs = make_folder(tmp_path)
+    env = env_for(tmp_path / "data")
+    first = run_cli(["--dir", str(docs), "--space", "kb"], env)
+    assert first.returncode == 1, first.stderr  # broken.pdf failed
+    assert "5 files (direct): 3 added, 0 replaced, 0 unchanged, 1 skipped, 1 failed" in first.stdout
+    assert "broken.pdf" in first.stderr and "diagram.png" in first.stderr
+
+    (docs / "broken.pdf").unlink()
+    (docs / "notes.txt").write_text("The GPU server now has two H200 cards.")
+    second = run_cli(["--dir", str(docs), "--space", "kb"], env)
+    assert second.returncode == 0, second.stderr
+    assert "1 replaced, 2 unchanged, 1 skipped, 0 failed" in second.stdout
+
+    (docs / "guides" / "backup.md").unlink()
+    pruned = run_cli(["--dir", str(docs), "--space", "kb", "--prune"], env)
+    assert pruned.returncode == 0 and "1 pruned" in pruned.stdout
+
+
+def test_index_cli_usage_errors(tmp_path):
+    env = env_for(tmp_path / "data")
+    assert run_cli(["--dir", str(tmp_path / "missing"), "--space", "kb"], env).returncode == 2
+    bad_space = run_cli(["--dir", str(tmp_path), "--space", "bad space"], env)
+    assert bad_space.returncode == 2 and "invalid space_id" in bad_space.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def running_backend(tmp_path):
+    port = free_port()
+    env = env_for(tmp_path / "data", PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"backend exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("backend did not become healthy")
+    yield url, env
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert not (tmp_path / "data" / "backend.json").exists(), "the backend must remove its registration on shutdown"
+
+
+def test_index_cli_sends_files_to_the_backend_holding_the_store(tmp_path, running_backend):
+    url, env = running_backend
+    docs = make_folder(tmp_path)
+    result = run_cli(["--dir", str(docs), "--space", "kb"], env)
+    assert "via the running backend" in result.stdout, result.stderr
+    assert "3 added, 0 replaced, 0 unchanged, 1 skipped, 1 failed" in result.stdout
+    assert result.returncode == 1
+    hits = httpx.get(f"{url}/search", params={"q": "how often rotate API keys", "space_id": "kb"}).json()["results"]
+    assert hits[0]["path"] == "policy.pdf" and hits[0]["page"] == 2
+    again = run_cli(["--dir", str(docs), "--space", "kb"], env)
+    assert "0 added, 0 replaced, 3 unchanged" in again.stdout

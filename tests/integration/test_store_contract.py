@@ -1,0 +1,121 @@
+"""One contract for every VectorStore: Qdrant Edge on disk, and the Qdrant-server adapter over
+qdrant-client's local mode (no Qdrant server binary can run here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.errors import StoreLocked, StoreUnavailable
+from backend.retrieval.documents import make_point_id
+from backend.retrieval.store import Filter, PointRecord
+
+DIM = 16
+
+
+def _edge(tmp_path):
+    from backend.retrieval.edge_store import EdgeStore
+
+    return EdgeStore(tmp_path / "edge", DIM)
+
+
+def _qdrant_local(tmp_path):
+    from qdrant_client import QdrantClient
+
+    from backend.retrieval.qdrant_store import QdrantServerStore
+
+    return QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", DIM, where="local")
+
+
+@pytest.fixture(params=["edge", "qdrant"])
+def store(request, tmp_path):
+    s = {"edge": _edge, "qdrant": _qdrant_local}[request.param](tmp_path)
+    yield s
+    s.close()
+
+
+def _unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _points(space: str, doc: str, n: int, seed: int = 0) -> list[PointRecord]:
+    return [
+        PointRecord(make_point_id(space, doc, "v1", i), _unit(seed + i), {"space_id": space, "doc_id": doc, "chunk_index": i, "text": f"{doc}-{i}"})
+        for i in range(n)
+    ]
+
+
+def test_upsert_count_and_idempotent_ids(store):
+    store.upsert(_points("a", "d1", 5))
+    store.upsert(_points("a", "d1", 5))  # same ids: overwritten, not duplicated
+    assert store.count(Filter(must={"space_id": "a"})) == 5
+    assert store.count(Filter(must={"space_id": "b"})) == 0
+
+
+def test_search_is_filtered_by_space_and_ranked(store):
+    store.upsert(_points("a", "d1", 10, seed=0) + _points("b", "d2", 10, seed=100))
+    hits = store.search(_unit(3), Filter(must={"space_id": "a"}), 4)
+    assert len(hits) == 4
+    assert hits[0].payload["text"] == "d1-3" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert all(h.payload["space_id"] == "a" for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert store.search(_unit(3), Filter(must={"space_id": "none"}), 4) == []
+
+
+def test_scroll_returns_every_payload_with_field_selection(store):
+    store.upsert(_points("a", "d1", 600))
+    payloads = list(store.scroll(Filter(must={"space_id": "a"}), fields=["chunk_index"], batch=128))
+    assert sorted(p["chunk_index"] for p in payloads) == list(range(600))
+    assert all("text" not in p for p in payloads)
+
+
+def test_delete_and_must_not(store):
+    store.upsert(_points("a", "d1", 3) + _points("a", "d2", 4, seed=50))
+    store.delete(Filter(must={"space_id": "a"}, must_not={"doc_id": "d2"}))
+    assert store.count(Filter(must={"space_id": "a"})) == 4
+    assert store.count(Filter(must={"doc_id": "d1"})) == 0
+
+
+def test_set_payload_by_filter_moves_points_between_spaces(store):
+    store.upsert(_points("~staging:a", "d1", 3))
+    store.set_payload(Filter(must={"space_id": "~staging:a", "doc_id": "d1"}), {"space_id": "a"})
+    assert store.count(Filter(must={"space_id": "a"})) == 3
+    hit = store.search(_unit(1), Filter(must={"space_id": "a"}), 1)[0]
+    assert hit.payload["text"] == "d1-1"  # other payload keys kept
+
+
+def test_optimize_and_health(store):
+    store.upsert(_points("a", "d1", 50))
+    store.optimize()
+    health = store.health()
+    assert health["status"] == "ok" and health["points"] == 50
+
+
+def test_edge_persists_across_reopen_and_is_single_process(tmp_path):
+    from backend.retrieval.edge_store import EdgeStore
+
+    first = EdgeStore(tmp_path / "edge", DIM)
+    first.upsert(_points("a", "d1", 7))
+    with pytest.raises(StoreLocked, match="one process"):
+        EdgeStore(tmp_path / "edge", DIM)
+    first.close()
+    reopened = EdgeStore(tmp_path / "edge", DIM)
+    assert reopened.count(Filter(must={"space_id": "a"})) == 7
+    reopened.close()
+
+
+def test_edge_refuses_another_dimension(tmp_path):
+    from backend.retrieval.edge_store import EdgeStore
+
+    EdgeStore(tmp_path / "edge", DIM).close()
+    with pytest.raises(StoreUnavailable, match="EMBED_MODEL"):
+        EdgeStore(tmp_path / "edge", DIM * 2)
+    EdgeStore(tmp_path / "edge", DIM).close()  # the failed open released the lock
+
+
+def test_qdrant_adapter_translates_connection_errors():
+    from backend.retrieval.qdrant_store import QdrantServerStore
+
+    with pytest.raises(StoreUnavailable, match="127.0.0.1:9"):
+        QdrantServerStore.from_url("http://127.0.0.1:9", "chunks", DIM, timeout_s=1)
