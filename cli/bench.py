@@ -1,0 +1,263 @@
+"""`python -m cli.bench`: benchmarks that print figures and ratios (targets live here, not in tests).
+
+    retrieval  /search latency through a real backend process at N chunks (synthetic corpora built
+               from real chunk embeddings, written straight into the store), with the server-side split
+               into query embedding and store search.
+    ingest     the ingest pipeline's chunks/s next to the raw embedder's chunks/s on the same chunks,
+               measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+# Per-dimension noise around a real embedding: ~0.85 cosine to it at 384 dims, so synthetic points form
+# realistic clusters instead of a uniform sphere (which would make HNSW search unrealistically easy or hard).
+SYNTHETIC_NOISE = 0.03
+QUERIES = [
+    "how do I index a folder",
+    "which port does the backend use",
+    "what happens when a PDF is corrupt",
+    "configure the embedding model",
+    "delete a document from a space",
+    "how are chunks sized",
+    "run the tests on a fresh machine",
+    "qdrant server instead of the embedded store",
+    "what does the health endpoint report",
+    "re-indexing an unchanged folder",
+    "upload a file through the API",
+    "where is the data stored on disk",
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def corpus_texts(settings, embedder) -> list[str]:
+    """Real chunks of docs/ and README, cut by the appliance's own chunker."""
+    from backend.ingest.chunking import Chunker
+    from backend.ingest.parsers import parse_document
+
+    chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, embedder.max_tokens)
+    texts = []
+    for path in sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]:
+        if path.exists():
+            texts += [c.embed_text for c in chunker.chunk(parse_document(path.read_bytes(), path.name))]
+    return texts
+
+
+def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, seed: int = 0):
+    """n unit vectors scattered around real chunk embeddings (so the HNSW graph sees realistic clusters)."""
+    from backend.retrieval.documents import make_point_id
+    from backend.retrieval.store import PointRecord
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, 2048):
+        m = min(2048, n - start)
+        idx = rng.integers(0, len(base), size=m)
+        vecs = base[idx] + rng.normal(scale=SYNTHETIC_NOISE, size=(m, base.shape[1])).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        yield [
+            PointRecord(
+                make_point_id(space, f"synthetic/{(start + j) // 20}.md", "bench", (start + j) % 20),
+                vecs[j],
+                {
+                    "space_id": space,
+                    "doc_id": f"syn{(start + j) // 20:08d}",
+                    "path": f"synthetic/{(start + j) // 20}.md",
+                    "chunk_index": (start + j) % 20,
+                    "chunk_count": 20,
+                    "text": texts[idx[j]],
+                    "version": "bench",
+                },
+            )
+            for j in range(m)
+        ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_backend(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PORT": str(port), "QDRANT_URL": "", "LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"backend exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("backend did not become healthy")
+
+
+def bench_retrieval(args, settings) -> dict:
+    import httpx
+
+    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.embedder import create_embedder
+
+    embedder = create_embedder(settings)
+    texts = corpus_texts(settings, embedder)
+    base = embedder.embed_documents(texts)
+    report = {"benchmark": "retrieval", "embed_model": embedder.name, "queries": args.queries, "sizes": []}
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{size}-", dir=args.work_dir) as tmp:
+            data_dir = Path(tmp)
+            store = EdgeStore(data_dir / "qdrant-edge", embedder.dim)
+            t0 = time.perf_counter()
+            for batch in tqdm(synthetic_points(base, texts, size, "bench"), total=-(-size // 2048), desc=f"writing {size} points"):
+                store.upsert(batch)
+            t1 = time.perf_counter()
+            store.optimize()  # build HNSW, as the CLI and the backend do after ingest
+            t2 = time.perf_counter()
+            info = store.health()
+            store.close()
+
+            proc, url = start_backend(data_dir)
+            try:
+                client = httpx.Client(base_url=url, timeout=30)
+                for q in QUERIES:  # warm-up: first calls pay for lazy initialisation
+                    client.get("/search", params={"q": q, "space_id": "bench", "top_k": args.top_k})
+                e2e, embed, search = [], [], []
+                for i in tqdm(range(args.queries), desc=f"/search at {size}"):
+                    q = f"{QUERIES[i % len(QUERIES)]} {i}"  # distinct texts: nothing can be served from a cache
+                    t = time.perf_counter()
+                    r = client.get("/search", params={"q": q, "space_id": "bench", "top_k": args.top_k})
+                    e2e.append((time.perf_counter() - t) * 1000)
+                    r.raise_for_status()
+                    timings = r.json()["timings"]
+                    embed.append(timings["embed_ms"])
+                    search.append(timings["search_ms"])
+                client.close()
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+        row = {
+            "chunks": size,
+            "upsert_points_per_s": round(size / (t1 - t0)),
+            "index_build_s": round(t2 - t1, 1),
+            "indexed_vectors": info.get("indexed_vectors"),
+            "search_http_p50_ms": round(percentile(e2e, 50), 2),
+            "search_http_p99_ms": round(percentile(e2e, 99), 2),
+            "embed_p50_ms": round(percentile(embed, 50), 2),
+            "embed_p99_ms": round(percentile(embed, 99), 2),
+            "store_p50_ms": round(percentile(search, 50), 2),
+            "store_p99_ms": round(percentile(search, 99), 2),
+        }
+        report["sizes"].append(row)
+        print(json.dumps(row))
+    print("\n| chunks | /search p50 ms | /search p99 ms | query embed p50/p99 ms | store search p50/p99 ms | HNSW build s |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in report["sizes"]:
+        print(
+            f"| {r['chunks']:,} | {r['search_http_p50_ms']} | {r['search_http_p99_ms']} | "
+            f"{r['embed_p50_ms']} / {r['embed_p99_ms']} | {r['store_p50_ms']} / {r['store_p99_ms']} | {r['index_build_s']} |"
+        )
+    print("target: /search p99 <= 10 ms at 100k chunks, query embedding included (HTTP, measured client-side)")
+    return report
+
+
+def synthetic_docs(n_files: int, texts: list[str]) -> list[tuple[str, bytes]]:
+    """Markdown files assembled from real doc chunks, each unique."""
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(n_files):
+        picks = rng.choice(len(texts), size=min(8, len(texts)), replace=False)
+        body = "\n\n".join(f"## Part {k}\n\n{texts[j]}" for k, j in enumerate(picks))
+        files.append((f"bench/doc{i:04d}.md", f"# Bench document {i}\n\n{body}\n".encode()))
+    return files
+
+
+def bench_ingest(args, settings) -> dict:
+    from backend.ingest.parsers import parse_document
+    from backend.retrieval.embedder import create_embedder
+    from backend.services import build_services
+
+    embedder = create_embedder(settings)
+    files = synthetic_docs(args.files, corpus_texts(settings, embedder))
+    embedder.embed_documents(["warm up"] * 8)
+    raw_runs, pipe_runs, chunk_texts = [], [], []
+    for round_no in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=args.work_dir) as tmp:
+            svc = build_services(settings.model_copy(update={"data_dir": Path(tmp)}), embedder=embedder)
+            try:
+                if not chunk_texts:
+                    chunk_texts = [c.embed_text for _, d in files for c in svc.pipeline.chunker.chunk(parse_document(d, "x.md"))]
+                t = time.perf_counter()
+                embedder.embed_documents(chunk_texts)
+                raw_runs.append(len(chunk_texts) / (time.perf_counter() - t))
+                t = time.perf_counter()
+                written = sum(o.result.chunks for o in svc.pipeline.ingest_many("bench", [(p, (lambda d=d: d)) for p, d in files]))
+                pipe_runs.append(written / (time.perf_counter() - t))
+                assert written == len(chunk_texts), (written, len(chunk_texts))
+            finally:
+                svc.close()
+        print(f"round {round_no + 1}: raw embedder {raw_runs[-1]:.1f} chunks/s, ingest pipeline {pipe_runs[-1]:.1f} chunks/s")
+    raw, pipe = statistics.median(raw_runs), statistics.median(pipe_runs)
+    report = {
+        "benchmark": "ingest",
+        "embed_model": embedder.name,
+        "files": len(files),
+        "chunks": len(chunk_texts),
+        "raw_embedder_chunks_per_s": round(raw, 1),
+        "ingest_chunks_per_s": round(pipe, 1),
+        "ratio": round(pipe / raw, 3),
+    }
+    print(f"\n{len(files)} files, {len(chunk_texts)} chunks (median of {args.rounds} alternating rounds)")
+    print(f"raw embedder: {raw:.1f} chunks/s   ingest pipeline: {pipe:.1f} chunks/s   ratio {pipe / raw:.2f} (target >= 0.90)")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backend.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m cli.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env-file", default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--work-dir", default=None, help="where temporary stores go (default: system temp)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("retrieval", help="/search latency at N chunks")
+    r.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    r.add_argument("--queries", type=int, default=300)
+    r.add_argument("--top-k", type=int, default=5)
+    i = sub.add_parser("ingest", help="ingest chunks/s vs the raw embedder")
+    i.add_argument("--files", type=int, default=40)
+    i.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    settings = load_settings(args.env_file)
+    report = {"retrieval": bench_retrieval, "ingest": bench_ingest}[args.command](args, settings)
+    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"report written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
