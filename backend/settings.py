@@ -8,6 +8,7 @@ Read once (from the environment and an env file) by the entry points — `python
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +30,13 @@ class Settings(BaseSettings):
 
     # Embeddings
     embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
-    embed_device: str = Field("cpu", description="torch device for the embedder (cpu, cuda, cuda:0, ...).")
+    embed_backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx: the model exported once to ONNX and run with onnxruntime (CPU); torch: as is."
+    )
+    model_cache: Path | None = Field(
+        None, alias="MODEL_CACHE_DIR", description="Where the ONNX export is cached; default DATA_DIR/models."
+    )
+    embed_device: str = Field("cpu", description="torch device for EMBED_BACKEND=torch (cpu, cuda, cuda:0, ...).")
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks per embedding batch.")
 
     # Chunking (in the embedder's own tokens)
@@ -65,6 +72,11 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Derived model files (the ONNX export of EMBED_MODEL): MODEL_CACHE_DIR, else DATA_DIR/models."""
+        return self.model_cache or self.data_dir / "models"
 
     @property
     def embedded_store_dir(self) -> Path:

