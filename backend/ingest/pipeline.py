@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from backend.errors import AppError, FileTooLarge, UnsupportedFileType
+from backend.errors import AppError, DocumentError, FileTooLarge, UnsupportedFileType
 from backend.ingest.chunking import Chunk, Chunker
 from backend.ingest.parsers import parse_document, parser_for
 from backend.retrieval.documents import DocumentIndex, make_doc_id, normalize_doc_path, validate_space
@@ -61,10 +61,12 @@ class IngestPipeline:
 
     def ingest_bytes(self, space_id: str, path: str, data: bytes) -> IngestResult:
         """Index one file's bytes; raises the AppError of a bad file (the API maps it to 4xx)."""
-        result = next(iter(self.ingest_many(space_id, [(path, lambda: data)])))
-        if result.status in ("failed", "skipped") and result.error is not None:
-            raise result.error
-        return result.result
+        outcome = next(iter(self.ingest_many(space_id, [(path, lambda: data)])))
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.status == "failed":  # an I/O error has no AppError of its own
+            raise DocumentError(outcome.result.message or f"{path}: could not be indexed")
+        return outcome.result
 
     def ingest_many(
         self, space_id: str, items: Iterable[tuple[str, Callable[[], bytes]]]

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 VECTOR_NAME = "dense"
 UPSERT_BATCH = 512
+# One thread per search: a query reads one or two segments, and more threads only contend with the
+# embedder and the HTTP server for the same few cores (measured: store p99 16 ms -> see docs/benchmarks.md).
+SEARCH_THREADS = 1
 
 
 def _condition(key: str, value: str | int) -> qe.FieldCondition:
@@ -43,13 +46,16 @@ class EdgeStore:
 
     kind = "edge"
 
-    def __init__(self, directory: Path, dim: int):
+    def __init__(self, directory: Path, dim: int, search_threads: int = SEARCH_THREADS):
         self.directory = Path(directory)
         self.dim = dim
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._acquire_process_lock()
         shard_dir = self.directory / "shard"
-        config = qe.EdgeConfig(vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)})
+        config = qe.EdgeConfig(
+            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            max_search_threads=search_threads,
+        )
         try:
             if (shard_dir / "segments").exists() or (shard_dir / "wal").exists():
                 # Passing the config makes the engine check it against the stored vectors (dimension).
