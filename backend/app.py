@@ -11,8 +11,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
-from backend.api import documents, health, search
+from backend.api import ask, documents, health, search
 from backend.api.errors import install_error_handlers
+from backend.llm.base import LLMClient
+from backend.llm.registry import create_llm_client
+from backend.rag import RagService
 from backend.services import Services, build_services
 from backend.settings import Settings
 
@@ -36,21 +39,26 @@ def _unregister(settings: Settings) -> None:
         pass
 
 
-def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
-    """Build the app. `services` may be given (tests); otherwise the lifespan builds and closes them."""
+def create_app(settings: Settings, services: Services | None = None, llm: LLMClient | None = None) -> FastAPI:
+    """Build the app. `services` and `llm` may be given (tests); otherwise the lifespan builds and closes them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = services is None
         app.state.services = services or await run_in_threadpool(build_services, settings)
         svc: Services = app.state.services
-        if svc.store.kind == "edge" and owned:
+        # The LLM client connects lazily: the backend starts, and serves search, while the engine is down.
+        client = llm or create_llm_client(settings)
+        app.state.rag = RagService(svc.retriever, client, settings)
+        if owned and svc.store.kind == "edge":
             _register(settings)
         svc.optimizer.start()
-        log.info("serving: store=%s embedder=%s", svc.store.kind, svc.embedder.name)
+        log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
         try:
             yield
         finally:
+            if llm is None:
+                await client.aclose()
             if owned:
                 _unregister(settings)
                 await run_in_threadpool(svc.close)
@@ -60,11 +68,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(
         title="RAG appliance",
         version=__version__,
-        description="Index a team's documents into Qdrant and search them (answering with vLLM/Ollama comes next).",
+        description="Index a team's documents into Qdrant, search them, and answer questions with vLLM or Ollama.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(documents.router)
+    app.include_router(ask.router)
     return app

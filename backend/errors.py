@@ -15,7 +15,13 @@
     │   ├── StoreUnavailable (503)
     │   └── StoreLocked (503)
     ├── EmbedderError (500)
-    └── BackendUnreachable (503)   (CLI talking to a running backend)
+    ├── BackendUnreachable (503)   (CLI talking to a running backend)
+    ├── ContextOverflow (400)      (the question alone does not fit the model's context)
+    └── LLMError (502)
+        ├── LLMUnavailable (503)   could not reach the engine (connection refused, DNS, reset before a reply)
+        │   └── LLMModelNotFound (503)  the engine is up but does not serve the model (not pulled / wrong name)
+        ├── LLMTimeout (504)       no answer within the timeout
+        └── LLMBadResponse (502)   the engine answered with an error or something unusable
 
 Third-party exceptions are translated into these at the adapter boundary (`raise ... from exc`).
 The HTTP layer maps them in one handler (`backend.api.errors`), the CLI to exit codes (`EXIT_CODES`).
@@ -134,7 +140,47 @@ class BackendUnreachable(AppError):
     error_type = "backend_unreachable"
 
 
-# CLI exit codes: 0 success, 1 some files failed, 2 usage/config, 3 store, 4 backend, 5 embedder.
+class ContextOverflow(InvalidRequest):
+    """The question and prompt alone exceed the model's context window (minus the answer's tokens)."""
+
+    error_type = "context_overflow"
+
+
+class LLMError(AppError):
+    """The LLM engine failed to produce an answer."""
+
+    status_code = 502
+    error_type = "llm_error"
+
+
+class LLMUnavailable(LLMError):
+    """The LLM engine could not be reached (connection refused, DNS failure, connection reset before a reply)."""
+
+    status_code = 503
+    error_type = "llm_unavailable"
+
+
+class LLMModelNotFound(LLMUnavailable):
+    """The engine is up but does not serve the configured model (not pulled in Ollama, wrong VLLM_MODEL)."""
+
+    error_type = "llm_model_not_found"
+
+
+class LLMTimeout(LLMError):
+    """The engine did not answer (or stopped streaming) within the configured timeout."""
+
+    status_code = 504
+    error_type = "llm_timeout"
+
+
+class LLMBadResponse(LLMError):
+    """The engine answered with an error status or a malformed reply."""
+
+    status_code = 502
+    error_type = "llm_bad_response"
+
+
+# CLI exit codes: 0 success, 1 some files failed, 2 usage/config, 3 store, 4 backend, 5 embedder, 6 LLM.
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
@@ -143,6 +189,7 @@ EXIT_CODES: dict[type[AppError], int] = {
     StoreError: 3,
     BackendUnreachable: 4,
     EmbedderError: 5,
+    LLMError: 6,
 }
 
 

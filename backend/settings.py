@@ -46,6 +46,26 @@ class Settings(BaseSettings):
     # Ingestion limits
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted (upload or folder ingest).")
 
+    # LLM engines (LLM_BACKEND picks one; each has its own block)
+    llm_backend: Literal["vllm", "ollama"] = Field("vllm", description="Which engine answers /ask.")
+    vllm_base_url: str = Field("http://127.0.0.1:8001/v1", description="vLLM's OpenAI-compatible API (with /v1).")
+    vllm_model: str = Field("", description="Served model name; empty = the first model the server lists.")
+    vllm_api_key: str | None = Field(None, description="The vLLM server's --api-key, if it has one.")
+    ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama's HTTP API.")
+    ollama_model: str = Field("llama3.1:8b", description="Ollama model tag (must be pulled).")
+    ollama_num_ctx: int = Field(
+        8192, ge=512, description="Context window requested from Ollama (sent as num_ctx; capped at the model's own)."
+    )
+    ollama_keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded after a request.")
+    llm_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine's next bytes (first token included).")
+
+    # Answering
+    answer_max_tokens: int = Field(512, ge=1, le=32768, description="Default max_tokens of an answer.")
+    answer_temperature: float = Field(0.1, ge=0, le=2, description="Default sampling temperature.")
+    ask_min_score: float = Field(
+        0.2, ge=-1, le=1, description="Chunks scoring below this are not relevant; none left = 'not found', no LLM call."
+    )
+
     # HTTP API
     host: str = Field("127.0.0.1", description="Interface the backend binds to (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="Port the backend serves on.")
@@ -56,7 +76,7 @@ class Settings(BaseSettings):
     search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
     log_level: str = Field("info", description="Python logging level.")
 
-    @field_validator("qdrant_url", "backend_url")
+    @field_validator("qdrant_url", "backend_url", "vllm_base_url", "ollama_base_url")
     @classmethod
     def _strip_url(cls, value: str) -> str:
         return value.strip().rstrip("/")

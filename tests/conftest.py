@@ -45,10 +45,18 @@ def services(settings, embedder):
 
 
 @pytest.fixture
-def client(settings, services):
+def fake_llm():
+    from tests.fakes.fake_llm import FakeLLM
+
+    return FakeLLM()
+
+
+@pytest.fixture
+def client(settings, services, fake_llm):
+    """The app over the real store and model; the LLM is the scriptable fake (real engines: integration tests)."""
     from fastapi.testclient import TestClient
 
     from backend.app import create_app
 
-    with TestClient(create_app(settings, services)) as test_client:
+    with TestClient(create_app(settings, services, llm=fake_llm)) as test_client:
         yield test_client

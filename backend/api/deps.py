@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from backend.rag import RagService
 from backend.services import Services
 
 
@@ -14,3 +15,10 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_rag(request: Request) -> RagService:
+    return request.app.state.rag
+
+
+RagDep = Annotated[RagService, Depends(get_rag)]

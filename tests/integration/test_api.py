@@ -24,6 +24,16 @@ def test_health_reports_components(client):
     assert body["status"] == "ok"
     assert body["components"]["store"]["engine"] == "qdrant-edge"
     assert body["components"]["embedder"]["dim"] == 384
+    assert body["components"]["llm"]["status"] == "ok"
+
+
+def test_health_stays_200_but_degraded_while_the_llm_is_down(client, fake_llm):
+    from backend.errors import LLMUnavailable
+
+    fake_llm.fail_before = LLMUnavailable("no engine")
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json()["status"] == "degraded"
+    assert response.json()["components"]["llm"]["error_type"] == "llm_unavailable"
 
 
 def test_upload_search_list_delete_roundtrip(client):

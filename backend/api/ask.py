@@ -1,0 +1,73 @@
+"""POST /ask: answer a question over a space, as JSON or as Server-Sent Events."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import format_sse_event
+from pydantic import BaseModel, Field
+
+from backend.api.deps import RagDep
+from backend.api.schemas import ERROR_RESPONSES
+from backend.errors import AppError
+from backend.rag import AskRequest
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ask"])
+
+
+class AskBody(BaseModel):
+    q: str = Field(..., description="The question.")
+    space_id: str = Field(..., description="The space to answer from.")
+    top_k: int = Field(5, description="How many chunks to retrieve (1..50).")
+    stream: bool = Field(False, description="Answer as Server-Sent Events (also when Accept: text/event-stream).")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer, in tokens.")
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return format_sse_event(event=event, data_str=json.dumps(data, ensure_ascii=False))
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.post("/ask", responses={**ERROR_RESPONSES, 502: {}, 504: {}})
+async def ask(body: AskBody, rag: RagDep, request: Request):
+    """Retrieve from the space, answer with the configured engine, cite sources as [n].
+
+    JSON: `{"answer", "sources": [{n, doc_id, path, chunk_index, page, score, text, cited}], "engine", "model",
+    "usage", "timings": {retrieval_ms, ttft_ms, total_ms}, "context", "citations"}`.
+    SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
+    answer started ends the stream with an `error` event (`{"error": {type, message}}`).
+    """
+    ask_request = AskRequest(body.q, body.space_id, body.top_k, body.max_tokens, body.temperature)
+    events = rag.ask(ask_request)
+    wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    if not wants_stream:
+        async for kind, data in events:
+            if kind == "done":
+                return JSONResponse(data, headers=NO_STORE)
+        raise RuntimeError("the answer stream ended without a final event")
+
+    # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
+    # its real status code as JSON instead of a 200 stream carrying an error.
+    first = await anext(events)
+    return StreamingResponse(_stream(first, events), media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
+
+
+async def _stream(first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]]) -> AsyncIterator[bytes]:
+    yield _sse(*first)
+    try:
+        async for kind, data in events:
+            yield _sse(kind, data)
+    except AppError as exc:
+        log.warning("answer stream failed after it started: %s", exc.error_type)
+        yield _sse("error", exc.to_dict())
+    except Exception as exc:  # the stream has started: the status cannot change any more, so say it in-band
+        log.exception("answer stream failed")
+        yield _sse("error", {"error": {"type": "internal_error", "message": f"unexpected {type(exc).__name__}"}})

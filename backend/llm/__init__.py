@@ -1,0 +1,1 @@
+"""LLM engines behind one client interface, chosen by LLM_BACKEND."""

@@ -1,0 +1,84 @@
+"""The LLM client role: one small interface, implemented for vLLM (OpenAI API) and Ollama.
+
+Implementations translate their SDK's exceptions into the `LLMError` family at this boundary:
+`LLMUnavailable` (could not connect), `LLMModelNotFound` (the engine does not serve the model),
+`LLMTimeout`, `LLMBadResponse` (the engine answered an error or garbage). They retry only connection
+errors (and, for the OpenAI SDK, 408/429/5xx) and only before the first token: never mid-stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Protocol, Union
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
+
+# Named constants so that every engine behaves alike (seconds).
+CONNECT_TIMEOUT_S = 5.0
+RETRY_ATTEMPTS = 2  # extra attempts after the first, for connection errors before any token
+RETRY_BACKOFF_S = 0.5
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine says about the model it serves."""
+
+    engine: str  # "vllm" | "ollama"
+    model: str
+    context_length: int  # tokens the engine accepts for prompt + answer (vLLM max_model_len, Ollama num_ctx)
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """A piece of the answer's text, as streamed."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The stream finished normally."""
+
+    finish_reason: str | None  # "stop", "length", ...
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+StreamEvent = Union[TokenDelta, StreamEnd]
+
+
+class LLMClient(Protocol):
+    """A chat model served by an engine."""
+
+    engine: str
+    model: str
+    exact_token_counts: bool  # True when count_tokens uses the model's own tokenizer
+
+    async def model_info(self) -> ModelInfo:
+        """The served model and its real context limit; raises LLMUnavailable / LLMModelNotFound."""
+        ...
+
+    async def count_tokens(self, messages: list[Message]) -> list[int]:
+        """Token counts of each message's content, with the model's tokenizer when the engine exposes it,
+        otherwise a conservative estimate (see `exact_token_counts`)."""
+        ...
+
+    def stream_chat(self, messages: list[Message], *, max_tokens: int, temperature: float) -> AsyncIterator[StreamEvent]:
+        """Generate an answer: `TokenDelta`s, then exactly one `StreamEnd`. Errors raise the LLMError family;
+        an error after the first token raises too (the caller reports it in-band)."""
+        ...
+
+    async def health(self) -> dict:
+        """{"status": "ok"|"error", "engine", "model", "context_length"?, "error"?} without raising."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high estimate (about 3 characters per token) for engines without a tokenize endpoint:
+    overestimating drops a chunk too many, underestimating lets the engine truncate the prompt."""
+    return len(text) // 3 + 4

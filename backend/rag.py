@@ -1,0 +1,215 @@
+"""The one place where the pieces meet: retrieve -> fit to the model's budget -> prompt -> stream -> cite.
+
+`RagService.ask()` is an async generator of events: `("token", {"text"})` for each piece of the answer,
+then one `("done", {...})` with the answer (citations checked), sources, usage, context report and timings.
+Errors are raised, never yielded: the HTTP layer turns one raised before the first token into a JSON
+error status, and one raised later into an SSE `error` event.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
+
+from backend.errors import ContextOverflow, InvalidRequest
+from backend.llm.base import LLMClient, StreamEnd, TokenDelta
+from backend.retrieval.retriever import Retriever
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered sources provided by the user. "
+    "Cite the sources you use with their numbers in square brackets, like [1] or [2][3]. "
+    "If the sources do not contain the answer, say that you could not find it in the documents. "
+    "Do not invent facts. Answer in the language of the question."
+)
+NOT_FOUND_ANSWER = "I could not find anything relevant to this question in the documents of space {space!r}."
+# Room for the chat template's role markers and separators, which per-message counts do not include.
+TEMPLATE_MARGIN_TOKENS = 64
+MAX_TOP_K = 50
+CITATION = re.compile(r"(?<!\w)\[(\d+(?:\s*,\s*\d+)*)\]")  # not list[0]
+
+
+@dataclass
+class AskRequest:
+    q: str
+    space_id: str
+    top_k: int = 5
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def format_source(n: int, hit: dict) -> str:
+    """How a source appears in the prompt: its number, where it comes from, its text."""
+    where = hit["path"] + (f", page {hit['page']}" if hit.get("page") else "")
+    where += f", section {hit['heading']}" if hit.get("heading") else ""
+    return f"[{n}] ({where})\n{hit['text']}"
+
+
+def user_message(question: str, blocks: list[str]) -> str:
+    return "Sources:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+
+
+@dataclass
+class Budget:
+    """Which ranked chunks fit the model's window; what was dropped and why."""
+
+    context_length: int
+    max_tokens: int
+    limit: int  # tokens available for the prompt
+    prompt_tokens: int  # counted tokens of the prompt that will be sent (margin excluded)
+    kept: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+
+def fit_budget(fixed_tokens: int, chunk_tokens: list[int], context_length: int, max_tokens: int) -> Budget:
+    """Keep the best-ranked chunks that fit in `context_length - max_tokens`, dropping the lowest-ranked first.
+
+    `chunk_tokens` are in rank order. Nothing is truncated: a chunk either fits whole or is dropped and
+    reported. Raises ContextOverflow when not even the question and instructions fit.
+    """
+    limit = context_length - max_tokens - TEMPLATE_MARGIN_TOKENS
+    if fixed_tokens > limit:
+        raise ContextOverflow(
+            f"the question and instructions need {fixed_tokens} tokens but the model's context of {context_length} "
+            f"leaves {max(limit, 0)} after reserving {max_tokens} for the answer; shorten the question or lower max_tokens"
+        )
+    budget = Budget(context_length, max_tokens, limit, fixed_tokens)
+    for i, n in enumerate(chunk_tokens):
+        if budget.dropped or budget.prompt_tokens + n > limit:
+            budget.dropped.append(i)  # once one does not fit, every lower-ranked one goes too
+        else:
+            budget.kept.append(i)
+            budget.prompt_tokens += n
+    return budget
+
+
+def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int]]:
+    """Check [n] citations against the sources: returns (answer with invalid ones removed, cited, invalid)."""
+    cited: set[int] = set()
+    invalid: list[int] = []
+
+    def fix(match: re.Match) -> str:
+        numbers = [int(x) for x in re.split(r"\s*,\s*", match.group(1))]
+        good = [n for n in numbers if 1 <= n <= n_sources]
+        invalid.extend(n for n in numbers if not 1 <= n <= n_sources)
+        cited.update(good)
+        return "[" + ", ".join(str(n) for n in good) + "]" if good else ""
+
+    cleaned = CITATION.sub(fix, answer)
+    if invalid:
+        cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)  # "text [9]." -> "text ." -> "text."
+        cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return cleaned, sorted(cited), sorted(set(invalid))
+
+
+class RagService:
+    """Answers questions over one space with the configured engine."""
+
+    def __init__(self, retriever: Retriever, llm: LLMClient, settings):
+        self.retriever = retriever
+        self.llm = llm
+        self.settings = settings
+
+    async def ask(self, request: AskRequest) -> AsyncIterator[tuple[str, dict]]:
+        started = time.perf_counter()
+        max_tokens = request.max_tokens or self.settings.answer_max_tokens
+        temperature = self.settings.answer_temperature if request.temperature is None else request.temperature
+        if not 1 <= request.top_k <= min(MAX_TOP_K, self.settings.search_max_top_k):
+            raise InvalidRequest(f"top_k must be between 1 and {min(MAX_TOP_K, self.settings.search_max_top_k)}")
+
+        retrieved = await run_in_threadpool(self.retriever.search, request.q, request.space_id, request.top_k)
+        retrieval_ms = (time.perf_counter() - started) * 1000
+        relevant = [h for h in retrieved.results if h["score"] >= self.settings.ask_min_score]
+        below = len(retrieved.results) - len(relevant)
+        base = {"engine": self.llm.engine, "model": self.llm.model or None}
+
+        if not relevant:
+            # Nothing worth showing the model: say so rather than let it answer from its own memory.
+            answer = NOT_FOUND_ANSWER.format(space=request.space_id)
+            yield "token", {"text": answer}
+            yield "done", {
+                **base,
+                "answer": answer,
+                "sources": [],
+                "grounded": False,
+                "usage": None,
+                "citations": {"cited": [], "invalid": []},
+                "context": {"retrieved": len(retrieved.results), "below_min_score": below, "used": 0, "dropped": []},
+                "timings": _timings(started, retrieval_ms, None),
+            }
+            return
+
+        info = await self.llm.model_info()
+        base["model"] = info.model
+        blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
+        fixed_text = [SYSTEM_PROMPT, user_message(request.q, [])]
+        counts = await self.llm.count_tokens([{"role": "x", "content": t} for t in fixed_text + blocks])
+        budget = fit_budget(sum(counts[:2]), [c + 1 for c in counts[2:]], info.context_length, max_tokens)
+        sources = [
+            {
+                "n": n,
+                "doc_id": hit["doc_id"],
+                "path": hit["path"],
+                "chunk_index": hit["chunk_index"],
+                "page": hit.get("page"),
+                "heading": hit.get("heading"),
+                "score": hit["score"],
+                "text": hit["text"],
+            }
+            for n, hit in ((i + 1, relevant[i]) for i in budget.kept)
+        ]
+        dropped = [
+            {"doc_id": relevant[i]["doc_id"], "path": relevant[i]["path"], "chunk_index": relevant[i]["chunk_index"],
+             "score": relevant[i]["score"], "tokens": counts[2 + i], "reason": "context_budget"}
+            for i in budget.dropped
+        ]
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user_message(request.q, [blocks[i] for i in budget.kept])},
+        ]
+
+        ttft_ms = None
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        async for event in self.llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature):
+            if isinstance(event, TokenDelta):
+                if ttft_ms is None:
+                    ttft_ms = (time.perf_counter() - started) * 1000
+                parts.append(event.text)
+                yield "token", {"text": event.text}
+            else:
+                end = event
+        answer, cited, invalid = map_citations("".join(parts), len(sources))
+        for source in sources:
+            source["cited"] = source["n"] in cited
+        yield "done", {
+            **base,
+            "answer": answer,
+            "sources": sources,
+            "grounded": True,
+            "finish_reason": end.finish_reason if end else None,
+            "usage": {"prompt_tokens": end.prompt_tokens, "completion_tokens": end.completion_tokens} if end else None,
+            "citations": {"cited": cited, "invalid": invalid},
+            "context": {
+                "retrieved": len(retrieved.results),
+                "below_min_score": below,
+                "used": len(sources),
+                "dropped": dropped,
+                "context_length": info.context_length,
+                "max_tokens": max_tokens,
+                "prompt_tokens_counted": budget.prompt_tokens,
+                "token_counts": "exact" if self.llm.exact_token_counts else "estimated",
+            },
+            "timings": _timings(started, retrieval_ms, ttft_ms),
+        }
+
+
+def _timings(started: float, retrieval_ms: float, ttft_ms: float | None) -> dict:
+    return {
+        "retrieval_ms": round(retrieval_ms, 2),
+        "ttft_ms": round(ttft_ms, 2) if ttft_ms is not None else None,
+        "total_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
