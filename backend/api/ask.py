@@ -49,9 +49,12 @@ async def ask(body: AskBody, rag: RagDep, request: Request):
     events = rag.ask(ask_request)
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if not wants_stream:
-        async for kind, data in events:
-            if kind == "done":
-                return JSONResponse(data, headers=NO_STORE)
+        try:
+            async for kind, data in events:
+                if kind == "done":
+                    return JSONResponse(data, headers=NO_STORE)
+        finally:
+            await events.aclose()
         raise RuntimeError("the answer stream ended without a final event")
 
     # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
@@ -61,8 +64,8 @@ async def ask(body: AskBody, rag: RagDep, request: Request):
 
 
 async def _stream(first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]]) -> AsyncIterator[bytes]:
-    yield _sse(*first)
     try:
+        yield _sse(*first)
         async for kind, data in events:
             yield _sse(kind, data)
     except AppError as exc:
@@ -71,3 +74,7 @@ async def _stream(first: tuple[str, dict], events: AsyncIterator[tuple[str, dict
     except Exception as exc:  # the stream has started: the status cannot change any more, so say it in-band
         log.exception("answer stream failed")
         yield _sse("error", {"error": {"type": "internal_error", "message": f"unexpected {type(exc).__name__}"}})
+    finally:
+        # A client that disconnects closes this generator: close the engine's stream too, so it stops
+        # generating tokens nobody will read.
+        await events.aclose()
