@@ -1,0 +1,253 @@
+"""Ollama through the official `ollama` SDK (`ollama.AsyncClient`).
+
+Every chat request sends `num_ctx`: without it Ollama silently truncates prompts to its small default
+context (2048 or 4096 tokens depending on the version), which would cut the sources out of a RAG prompt
+without any error. The effective context is `min(OLLAMA_NUM_CTX, the model's own)`, the model's own being
+read from `/api/show` (`model_info["<architecture>.context_length"]`). Ollama has no tokenize endpoint, so
+token counts are high estimates (`exact_token_counts = False`).
+
+Errors: the SDK lets three kinds escape, all translated here into the `LLMError` family:
+- `ollama.ResponseError`: an HTTP error status (404 = model not pulled), or an `{"error": ...}` line in the
+  middle of a stream (then `status_code` is -1);
+- the builtin `ConnectionError` for a refused connection on plain requests, but raw `httpx` exceptions for
+  streamed ones (the SDK's stream path does not wrap them), and `httpx` timeouts everywhere;
+- `ValueError` (`json.JSONDecodeError`, pydantic's `ValidationError`) for a body that is not Ollama's JSON.
+Connection errors are retried (`RETRY_ATTEMPTS`, `RETRY_BACKOFF_S`) only before the first streamed chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+import httpx
+import ollama
+
+from backend.errors import LLMBadResponse, LLMError, LLMModelNotFound, LLMTimeout, LLMUnavailable
+from backend.llm.base import (
+    CONNECT_TIMEOUT_S,
+    RETRY_ATTEMPTS,
+    RETRY_BACKOFF_S,
+    Message,
+    ModelInfo,
+    StreamEnd,
+    StreamEvent,
+    TokenDelta,
+    estimate_tokens,
+)
+
+T = TypeVar("T")
+
+ENGINE = "ollama"
+# The capability Ollama's /api/show lists for models that can chat (embedding models list only "embedding").
+CHAT_CAPABILITY = "completion"
+# Longest piece of an error body quoted in a message (a proxy in front of Ollama may answer a whole HTML page).
+MAX_ERROR_TEXT = 300
+
+# Everything the SDK lets escape from a call (see the module docstring).
+_SDK_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
+# Failures to open a connection: Ollama is not running there, or not reachable.
+_CONNECT_ERRORS = (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout)
+
+
+class OllamaClient:
+    """An `LLMClient` for an Ollama server, with one model (`OLLAMA_MODEL`)."""
+
+    engine = ENGINE
+    exact_token_counts = False  # no tokenize endpoint: `estimate_tokens`, deliberately high
+
+    def __init__(self, base_url: str, model: str, num_ctx: int, keep_alive: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.num_ctx = num_ctx
+        self.keep_alive = _keep_alive(keep_alive)
+        self.timeout_s = timeout_s
+        # The read timeout bounds the wait for every next bytes (the first token included), not the whole answer.
+        self._client = ollama.AsyncClient(host=self.base_url, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S))
+        self._info: ModelInfo | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> "OllamaClient":
+        """The client described by the OLLAMA_* settings and LLM_TIMEOUT_S (no connection is made here)."""
+        return cls(
+            settings.ollama_base_url,
+            settings.ollama_model,
+            settings.ollama_num_ctx,
+            settings.ollama_keep_alive,
+            settings.llm_timeout_s,
+        )
+
+    # -- the LLMClient role -------------------------------------------------------------------------------
+
+    async def model_info(self) -> ModelInfo:
+        """The model's effective context (`min(num_ctx, the model's own)`), read once from `/api/show`.
+
+        Raises LLMUnavailable (Ollama not reachable), LLMModelNotFound (not pulled, or not a chat model),
+        LLMTimeout, LLMBadResponse."""
+        if self._info is None:
+            self._info = await self._read_model_info(retries=RETRY_ATTEMPTS)
+        return self._info
+
+    async def count_tokens(self, messages: list[Message]) -> list[int]:
+        """High estimates: Ollama exposes no tokenizer over its API."""
+        return [estimate_tokens(m["content"]) for m in messages]
+
+    async def stream_chat(self, messages: list[Message], *, max_tokens: int, temperature: float) -> AsyncIterator[StreamEvent]:
+        """`TokenDelta`s, then one `StreamEnd` with Ollama's `done_reason` and token counts.
+
+        Connection errors are retried only until the first chunk arrives; once it has, any failure (the
+        connection breaking, an `{"error"}` line, a stall longer than the timeout, the stream ending without
+        its `done` chunk) raises the matching LLMError: replaying would duplicate text already sent."""
+        info = await self.model_info()
+        options = {
+            # Always sent: Ollama's default context is small and it truncates longer prompts silently.
+            "num_ctx": info.context_length,
+            "num_predict": max_tokens,
+            "temperature": temperature,
+        }
+
+        async def start() -> tuple[AsyncIterator[ollama.ChatResponse], ollama.ChatResponse]:
+            stream = await self._client.chat(
+                model=self.model, messages=messages, stream=True, keep_alive=self.keep_alive, options=options
+            )
+            try:
+                # The SDK sends the request on the first iteration: this is where a refused connection shows.
+                return stream, await anext(stream)
+            except BaseException:
+                await stream.aclose()
+                raise
+
+        try:
+            stream, chunk = await self._with_retries("starting the answer", start, retries=RETRY_ATTEMPTS)
+        except StopAsyncIteration:
+            raise LLMBadResponse(f"Ollama at {self.base_url}: the stream ended before completion (no chunk at all)") from None
+        try:
+            chunks = 1
+            while True:
+                if chunk.message.content:
+                    yield TokenDelta(chunk.message.content)
+                if chunk.done:
+                    yield StreamEnd(chunk.done_reason, chunk.prompt_eval_count, chunk.eval_count)
+                    return
+                try:
+                    chunk = await anext(stream)
+                except StopAsyncIteration:
+                    raise LLMBadResponse(
+                        f"Ollama at {self.base_url}: the stream ended before completion (after {chunks} chunks, no 'done')"
+                    ) from None
+                except _SDK_ERRORS as exc:
+                    raise self._translate(exc, f"streaming the answer (after {chunks} chunks)", replied=True) from exc
+                chunks += 1
+        finally:
+            # Also runs when the consumer stops early (aclose): releases the HTTP response at once.
+            await stream.aclose()
+
+    async def health(self) -> dict:
+        """{"status": "ok", "engine", "model", "context_length", "url"} or {"status": "error", ..., "error",
+        "error_type"}; never raises.
+
+        Always asks Ollama again (the cached info says nothing about whether it is still up, or whether the
+        model is still pulled), without retries so that a probe answers fast."""
+        base = {"engine": self.engine, "model": self.model, "url": self.base_url}
+        try:
+            info = await self._read_model_info(retries=0)
+        except LLMError as exc:
+            return {**base, "status": "error", "error": exc.message, "error_type": exc.error_type}
+        except Exception as exc:  # a health probe must report, not take /health down with it
+            return {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}", "error_type": LLMError.error_type}
+        self._info = info
+        return {**base, "status": "ok", "context_length": info.context_length}
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP client (its connection pool)."""
+        await self._client.close()
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    async def _read_model_info(self, *, retries: int) -> ModelInfo:
+        shown = await self._with_retries("reading the model's details", lambda: self._client.show(self.model), retries=retries)
+        capabilities = list(shown.capabilities or [])
+        # Older Ollama versions do not report capabilities: then the first chat request tells.
+        if capabilities and CHAT_CAPABILITY not in capabilities:
+            raise LLMModelNotFound(
+                f"Ollama model {self.model!r} cannot chat (capabilities: {', '.join(capabilities)}); "
+                "set OLLAMA_MODEL to a chat model"
+            )
+        own = _model_context_length(dict(shown.modelinfo or {}))
+        details = shown.details
+        return ModelInfo(
+            engine=ENGINE,
+            model=self.model,
+            context_length=min(self.num_ctx, own) if own else self.num_ctx,
+            details={
+                "model_context_length": own,
+                "num_ctx_setting": self.num_ctx,
+                "family": details.family if details else None,
+                "parameter_size": details.parameter_size if details else None,
+                "quantization_level": details.quantization_level if details else None,
+                "capabilities": capabilities,
+            },
+        )
+
+    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], *, retries: int) -> T:
+        """`call()`, repeated after `RETRY_BACKOFF_S` when it failed before Ollama answered anything."""
+        for attempt in range(retries + 1):
+            try:
+                return await call()
+            except _SDK_ERRORS as exc:
+                if attempt < retries and _is_retryable(exc):
+                    await asyncio.sleep(RETRY_BACKOFF_S)
+                    continue
+                raise self._translate(exc, what) from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _translate(self, exc: Exception, what: str, *, replied: bool = False) -> LLMError:
+        """The LLMError for an SDK exception; `replied`: Ollama had already started answering."""
+        where = f"Ollama at {self.base_url}"
+        if isinstance(exc, _CONNECT_ERRORS):
+            return LLMUnavailable(f"could not reach {where} while {what}: is `ollama serve` running there?")
+        if isinstance(exc, httpx.TimeoutException):
+            return LLMTimeout(f"{where} sent nothing for {self.timeout_s:g} s (LLM_TIMEOUT_S) while {what}")
+        if isinstance(exc, ollama.ResponseError):
+            text = str(exc.error)[:MAX_ERROR_TEXT]
+            if exc.status_code == 404:
+                return LLMModelNotFound(f"{where} does not have model {self.model!r} ({text}): run `ollama pull {self.model}`")
+            if exc.status_code < 0:  # the SDK's marker for an {"error": ...} line inside a 200 stream
+                return LLMBadResponse(f"{where} reported an error while {what}: {text}")
+            return LLMBadResponse(f"{where} answered {exc.status_code} while {what}: {text}")
+        if isinstance(exc, httpx.TransportError):
+            # Before any reply the engine is as good as unreachable; after it, the answer is broken.
+            if replied:
+                return LLMBadResponse(f"the connection to {where} broke while {what}: {type(exc).__name__}: {exc}")
+            return LLMUnavailable(f"the connection to {where} broke before it answered, while {what}: {type(exc).__name__}: {exc}")
+        return LLMBadResponse(f"{where} sent a malformed reply while {what}: {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}")
+
+
+def _is_retryable(exc: Exception) -> bool:
+    """Connection failures, and connections dropped before any reply (e.g. a pooled keep-alive connection
+    Ollama had already closed): the request can be sent again. Timeouts are not retried (the wait would
+    multiply), nor are answers (an error status means Ollama did process the request)."""
+    if isinstance(exc, _CONNECT_ERRORS):
+        return True
+    return isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
+
+
+def _model_context_length(modelinfo: dict) -> int | None:
+    """The model's trained context from /api/show's `model_info`: `<architecture>.context_length`."""
+    arch = modelinfo.get("general.architecture")
+    value = modelinfo.get(f"{arch}.context_length") if arch else None
+    if not isinstance(value, int):
+        value = next((v for k, v in modelinfo.items() if k.endswith(".context_length") and isinstance(v, int)), None)
+    return value if value and value > 0 else None
+
+
+def _keep_alive(value: str) -> str | float:
+    """OLLAMA_KEEP_ALIVE as Ollama's API expects it: a duration string ("30m", "1h") or a number of seconds
+    (negative = keep loaded forever). Ollama parses a JSON string with Go's ParseDuration, which rejects a
+    bare number like "-1" or "3600", so numeric values are sent as numbers."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else number
