@@ -14,11 +14,10 @@
 #   VLLM_CPU_FORCE=1         ignore the stamp and re-run every step
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-VENV="${VLLM_CPU_VENV:-$ROOT/.venv-vllm}"
-CACHE="${VLLM_CPU_CACHE:-$ROOT/.cache}"
-MODEL_DIR="${VLLM_CPU_MODEL_DIR:-$CACHE/smollm2-135m-instruct}"
+# shellcheck source=common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"  # VENV, CACHE, MODEL_DIR, ...
+HERE="$VLLM_CPU_HERE"
+ROOT="$VLLM_CPU_ROOT"
 CONSTRAINTS="$HERE/constraints.txt"
 
 TORCH_VERSION="2.13.0"
