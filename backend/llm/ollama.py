@@ -56,7 +56,10 @@ class OllamaClient:
     engine = ENGINE
     exact_token_counts = False  # no tokenize endpoint: `estimate_tokens`, deliberately high
 
-    def __init__(self, base_url: str, model: str, num_ctx: int, keep_alive: str, timeout_s: float) -> None:
+    def __init__(self, base_url: str, model: str, num_ctx: int = 8192, keep_alive: str = "30m", timeout_s: float = 120.0) -> None:
+        """`num_ctx`: the context requested (capped at the model's own); `keep_alive`: how long Ollama keeps
+        the model loaded ("30m", or seconds); `timeout_s`: the longest wait for Ollama's next bytes.
+        The defaults are the settings' (OLLAMA_NUM_CTX, OLLAMA_KEEP_ALIVE, LLM_TIMEOUT_S)."""
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.num_ctx = num_ctx
@@ -133,10 +136,10 @@ class OllamaClient:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
                     raise LLMBadResponse(
-                        f"Ollama at {self.base_url}: the stream ended before completion (after {chunks} chunks, no 'done')"
+                        f"Ollama at {self.base_url}: the stream ended before completion (chunks received: {chunks}, none marked done)"
                     ) from None
                 except _SDK_ERRORS as exc:
-                    raise self._translate(exc, f"streaming the answer (after {chunks} chunks)", replied=True) from exc
+                    raise self._translate(exc, f"streaming the answer (chunks received: {chunks})", replied=True) from exc
                 chunks += 1
         finally:
             # Also runs when the consumer stops early (aclose): releases the HTTP response at once.

@@ -43,10 +43,14 @@ class VllmClient:
     def from_settings(cls, settings) -> "VllmClient":
         return cls(settings.vllm_base_url, settings.vllm_model, settings.vllm_api_key, settings.llm_timeout_s)
 
-    def _translate(self, exc: Exception, what: str) -> LLMError:
+    def _translate(self, exc: Exception, what: str, replied: bool = False) -> LLMError:
+        """`replied`: the engine had started answering, so a broken connection is a bad answer (502), not
+        an unreachable engine (503): the same split as the Ollama client."""
         where = f"vLLM at {self.base_url}"
         if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException, httpx.TimeoutException)):
             return LLMTimeout(f"{where} did not answer in time while {what}")
+        if replied and isinstance(exc, (openai.APIConnectionError, httpx.TransportError, httpx2.TransportError)):
+            return LLMBadResponse(f"{where}: the connection broke while {what}: {type(exc).__name__}")
         if isinstance(exc, (openai.APIConnectionError, httpx.TransportError, httpx2.TransportError)):
             return LLMUnavailable(f"could not reach {where} while {what}: {exc}")
         if isinstance(exc, openai.NotFoundError):
@@ -119,7 +123,7 @@ class VllmClient:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         except (openai.APIError, httpx2.HTTPError) as exc:
-            raise self._translate(exc, "streaming the answer") from exc
+            raise self._translate(exc, "streaming the answer", replied=True) from exc
         finally:
             await stream.close()
         if finish_reason is None:
