@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from cli.local_backend import start_backend, stop_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 # Per-dimension noise around a real embedding: ~0.85 cosine to it at 384 dims, so synthetic points form
@@ -89,32 +89,6 @@ def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, see
         ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_backend(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PORT": str(port), "QDRANT_URL": "", "LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"backend exited: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("backend did not become healthy")
-
-
 def bench_retrieval(args, settings) -> dict:
     import httpx
 
@@ -138,7 +112,7 @@ def bench_retrieval(args, settings) -> dict:
             info = store.health()
             store.close()
 
-            proc, url = start_backend(data_dir)
+            proc, url = start_backend({"DATA_DIR": str(data_dir), "QDRANT_URL": "", "LOG_LEVEL": "warning"})
             try:
                 client = httpx.Client(base_url=url, timeout=30)
                 for q in QUERIES:  # warm-up: first calls pay for lazy initialisation
@@ -155,8 +129,7 @@ def bench_retrieval(args, settings) -> dict:
                     search.append(timings["search_ms"])
                 client.close()
             finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+                stop_backend(proc)
         row = {
             "chunks": size,
             "upsert_points_per_s": round(size / (t1 - t0)),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cli.local_backend import start_backend, stop_backend
 from tests.docs_factory import make_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +35,7 @@ def _model_cache(model_cache, monkeypatch):
 
 def env_for(data_dir: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT_", "BACKEND_", "DATA_DIR", "PORT"))}
-    return {**env, "DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **extra}
+    return {**env, "DATA_DIR": str(data_dir), "QDRANT_URL": "", "BACKEND_URL": "", "HF_HUB_OFFLINE": "1", **extra}
 
 
 def run_cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
@@ -71,33 +70,12 @@ def test_index_cli_usage_errors(tmp_path):
     assert bad_space.returncode == 2 and "invalid space_id" in bad_space.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def running_backend(tmp_path):
-    port = free_port()
-    env = env_for(tmp_path / "data", PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"backend exited: {proc.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("backend did not become healthy")
+    env = env_for(tmp_path / "data")
+    proc, url = start_backend(env)
     yield url, env
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_backend(proc)
     assert not (tmp_path / "data" / "backend.json").exists(), "the backend must remove its registration on shutdown"
 
 
