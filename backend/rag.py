@@ -146,7 +146,7 @@ class RagService:
         base["model"] = info.model
         blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
         fixed_text = [SYSTEM_PROMPT, user_message(request.q, [])]
-        counts = await self.llm.count_tokens([{"role": "x", "content": t} for t in fixed_text + blocks])
+        counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
         budget = fit_budget(sum(counts[:2]), [c + 1 for c in counts[2:]], info.context_length, max_tokens)
         sources = [
             {

@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _run_direct(settings: Settings, args, files: list[Path], results: list[IngestResult], bar) -> int:
+def _run_direct(settings: Settings, args, files: list[Path], results: list[IngestResult], bar) -> None:
     from backend.services import build_services
 
     services = build_services(settings)
@@ -57,7 +57,6 @@ def _run_direct(settings: Settings, args, files: list[Path], results: list[Inges
             services.store.optimize()
     finally:
         services.close()
-    return len(results)
 
 
 def _run_remote(url: str, args, files: list[Path], results: list[IngestResult], bar) -> None:

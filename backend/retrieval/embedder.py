@@ -134,22 +134,19 @@ class SentenceTransformerEmbedder(_SentenceTransformerBase):
         return np.asarray(vectors, dtype=np.float32)
 
 
-class _SentencePipeline:
+def _sentence_pipeline(st_model, input_names: list[str]):
     """The sentence-transformers modules as one traceable torch module: token ids in, sentence vector out."""
+    import torch  # here, not at import time: only the ONNX export needs it
 
-    def __new__(cls, st_model, input_names: list[str]):
-        import torch
+    class Pipeline(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.st = st_model
 
-        class Pipeline(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.st = st_model
+        def forward(self, *inputs):
+            return self.st(dict(zip(input_names, inputs)))["sentence_embedding"]
 
-            def forward(self, *inputs):
-                features = dict(zip(input_names, inputs))
-                return self.st(features)["sentence_embedding"]
-
-        return Pipeline()
+    return Pipeline()
 
 
 class OnnxEmbedder(_SentenceTransformerBase):
@@ -197,7 +194,7 @@ class OnnxEmbedder(_SentenceTransformerBase):
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    _SentencePipeline(self._model, self._input_names),
+                    _sentence_pipeline(self._model, self._input_names),
                     inputs,
                     str(tmp / "model.onnx"),
                     input_names=self._input_names,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import time
 
@@ -12,15 +11,14 @@ import uvicorn
 
 from backend.errors import LLMBadResponse, LLMUnavailable
 from cli import ask as ask_cli
+from cli.local_backend import free_port
 
 
 @pytest.fixture
 def served(settings, services, fake_llm):
     from backend.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, services, llm=fake_llm), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,7 +50,5 @@ def test_cli_ask_exit_codes(served, fake_llm, capsys):
     fake_llm.fail_after_tokens, fake_llm.fail_with = 2, LLMBadResponse("crashed")
     assert ask_cli.ask(served, "How often do API keys rotate?", "kb", 3, None, out=io.StringIO()) == ask_cli.EXIT_ANSWER_FAILED
     assert "broke off: llm_bad_response" in capsys.readouterr().err
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     assert ask_cli.ask(dead, "q?", "kb", 3, None, out=io.StringIO()) == ask_cli.EXIT_BACKEND

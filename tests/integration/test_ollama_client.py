@@ -8,7 +8,6 @@ API answers, over real HTTP with the official SDK.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import ollama
@@ -18,6 +17,7 @@ from backend.errors import LLMBadResponse, LLMError, LLMModelNotFound, LLMTimeou
 from backend.llm.base import RETRY_ATTEMPTS, RETRY_BACKOFF_S, StreamEnd, TokenDelta
 from backend.llm.ollama import OllamaClient
 from backend.settings import Settings
+from cli.local_backend import free_port
 from tests.fakes.ollama_server import FakeModel, FakeOllama
 
 MODEL = "llama3.1:8b"
@@ -74,10 +74,7 @@ async def collect(client: OllamaClient, max_tokens: int = 64):
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once the socket is closed
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
 
 def test_model_info_reads_the_models_context_and_caps_it_at_num_ctx(fake):
