@@ -7,6 +7,7 @@ Read once (from the environment and an env file) by the entry points — `python
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,11 @@ DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 class Settings(BaseSettings):
     """Every knob of the appliance; env names are the field names upper-cased."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: an empty value means "not set" (the default applies). The compose stacks forward every
+    # knob as `NAME: ${NAME:-}`, so a knob left out of the env file reaches the backend empty, not as "".
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     # Storage
     data_dir: Path = Field(Path("./data"), description="Where the embedded store and runtime files live.")
@@ -108,8 +113,18 @@ class Settings(BaseSettings):
         return self.data_dir / "backend.json"
 
 
+ENV_FILE_VARIABLE = "ENV_FILE"
+
+
 def load_settings(env_file: str | Path | None = None, **overrides) -> Settings:
-    """Read the settings once; `env_file` replaces the default `.env` when given."""
+    """Read the settings once; `env_file` (else $ENV_FILE, else `.env`) is the env file.
+
+    Variables set in the process environment win over the env file, as in Docker Compose.
+    A named env file that does not exist is an error: silently running on defaults would hide the typo.
+    """
+    env_file = env_file or os.environ.get(ENV_FILE_VARIABLE) or None
     if env_file is not None:
+        if not Path(env_file).is_file():
+            raise ValueError(f"env file not found: {env_file}")
         return Settings(_env_file=str(env_file), **overrides)
     return Settings(**overrides)

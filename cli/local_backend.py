@@ -27,14 +27,16 @@ class BackendStartError(RuntimeError):
     """The backend exited or did not answer /health in time; carries its output."""
 
 
-def start_backend(env: dict[str, str] | None = None, timeout_s: float = START_TIMEOUT_S) -> tuple[subprocess.Popen, str]:
-    """Start the backend with `env` on top of this process's environment; returns (process, base URL)
-    once GET /health answers (any status: a degraded LLM is the caller's business)."""
+def start_backend(
+    env: dict[str, str] | None = None, timeout_s: float = START_TIMEOUT_S, args: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """Start the backend (`python -m backend *args`) with `env` on top of this process's environment; returns
+    (process, base URL) once GET /health answers (any status: a degraded LLM is the caller's business)."""
     port = free_port()
     child_env = {**os.environ, **(env or {}), "PORT": str(port), "HOST": "127.0.0.1"}
     # Output goes to a file, not a pipe: a pipe nobody reads fills up and blocks a chatty server.
     log = tempfile.NamedTemporaryFile("w+", prefix="backend-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "backend"], cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "backend", *(args or [])], cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log.name  # type: ignore[attr-defined]
     log.close()
     url = f"http://127.0.0.1:{port}"
