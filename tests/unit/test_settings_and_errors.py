@@ -26,7 +26,23 @@ def test_env_file_and_environment(tmp_path, monkeypatch):
     assert str(settings.data_dir) == "/srv/rag" and settings.chunk_tokens == 120 and settings.chunk_overlap == 10
     assert settings.qdrant_url == "http://qdrant:6333"  # trailing slash stripped
     assert str(settings.model_cache_dir) == "/cache"
-    assert str(load_settings(tmp_path / "none.env", data_dir="/d").model_cache_dir) == "/d/models"
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    assert str(load_settings(empty, data_dir="/d").model_cache_dir) == "/d/models"
+
+
+def test_env_file_from_env_file_variable_missing_file_and_empty_values(tmp_path, monkeypatch):
+    env_file = tmp_path / "stack.env"
+    env_file.write_text("LLM_BACKEND=ollama\nCHUNK_TOKENS=\nOLLAMA_MODEL=qwen2.5:7b\n")
+    monkeypatch.setenv("ENV_FILE", str(env_file))
+    monkeypatch.setenv("ANSWER_MAX_TOKENS", "")  # as compose forwards a knob the env file leaves out
+    settings = load_settings()
+    assert settings.llm_backend == "ollama" and settings.ollama_model == "qwen2.5:7b"
+    assert settings.chunk_tokens == 200 and settings.answer_max_tokens == 512  # empty = the default
+    monkeypatch.setenv("OLLAMA_MODEL", "llama3.2:3b")  # the environment wins over the file
+    assert load_settings().ollama_model == "llama3.2:3b"
+    with pytest.raises(ValueError, match="env file not found"):
+        load_settings(tmp_path / "none.env")
 
 
 def test_invalid_settings_are_rejected(monkeypatch):
