@@ -5,6 +5,13 @@
                into query embedding and store search.
     ingest     the ingest pipeline's chunks/s next to the raw embedder's chunks/s on the same chunks,
                measured side by side in one run.
+    ask        closed-loop streaming load on a running backend's POST /ask at several concurrency levels:
+               req/s, output tok/s, TTFT, TPOT and end-to-end latency percentiles, errors by type.
+    ab         the same load and questions on two backends (e.g. Ollama vs vLLM), one after the other per
+               level, with the second-to-first ratios and how far their answers agree.
+    raw        the same load straight on an OpenAI-compatible engine (vLLM's /v1/chat/completions).
+
+Exit codes: 0 ran (errors of single requests are counted in the report), 2 usage, 4 a target did not answer.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cli import bench_load
+from cli.bench_load import percentile
 from cli.local_backend import start_backend, stop_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +50,6 @@ QUERIES = [
     "upload a file through the API",
     "where is the data stored on disk",
 ]
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def corpus_texts(settings, embedder) -> list[str]:
@@ -206,6 +211,28 @@ def bench_ingest(args, settings) -> dict:
     return report
 
 
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the load benchmarks (ask, ab, raw)."""
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="requests in flight, one level after another")
+    p.add_argument("--requests", type=int, default=None, help=f"requests per level (default {bench_load.DEFAULT_REQUESTS}, none with --duration alone)")
+    p.add_argument("--duration", type=float, default=None, help="stop sending new requests of a level after this many seconds")
+    p.add_argument("--warmup", type=int, default=1, help="requests sent to each target before measuring, not counted")
+    p.add_argument("--timeout", type=float, default=bench_load.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
+    p.add_argument("--out-dir", type=Path, default=None, help="write <command>.md, <command>.json and PNG plots here")
+
+
+def add_ask_options(p: argparse.ArgumentParser) -> None:
+    """What the /ask requests carry (ask, ab)."""
+    p.add_argument("--space", required=True, help="the space to ask over")
+    p.add_argument("--questions", type=Path, default=None, help="one question per line, or JSON lines with a \"q\" key (default: built-in questions about docs/)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: the backend's ANSWER_MAX_TOKENS)")
+    add_load_options(p)
+
+
+LOAD_COMMANDS = {"ask": bench_load.run_ask, "ab": bench_load.run_ab, "raw": bench_load.run_raw}
+
+
 def main(argv: list[str] | None = None) -> int:
     from backend.settings import load_settings
 
@@ -221,10 +248,40 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("ingest", help="ingest chunks/s vs the raw embedder")
     i.add_argument("--files", type=int, default=40)
     i.add_argument("--rounds", type=int, default=3)
+    a = sub.add_parser("ask", help="streaming /ask load on one backend")
+    a.add_argument("--url", default="http://127.0.0.1:8000", help="the backend")
+    add_ask_options(a)
+    ab = sub.add_parser("ab", help="the same /ask load on two backends, with ratios and answer agreement")
+    ab.add_argument(
+        "--target", type=bench_load.parse_target, action="extend", nargs="+", required=True, metavar="NAME=URL",
+        help="exactly two backends, e.g. --target ollama=http://127.0.0.1:8000 vllm=http://127.0.0.1:9000",
+    )
+    add_ask_options(ab)
+    w = sub.add_parser("raw", help="streaming chat completions straight to an OpenAI-compatible engine (vLLM)")
+    w.add_argument("--url", default="http://127.0.0.1:8001/v1", help="the engine's OpenAI API, with /v1")
+    w.add_argument("--model", default=None, help="served model name (default: the first listed)")
+    w.add_argument("--name", default="raw", help="the target's name in the report")
+    w.add_argument("--api-key", default=None, help="the server's --api-key, if it has one")
+    w.add_argument("--prompt-tokens", type=int, default=1024, help="about this many prompt tokens (random common words)")
+    w.add_argument("--max-tokens", type=int, default=256)
+    w.add_argument("--ignore-eos", action="store_true", help="vLLM only: always generate --max-tokens tokens")
+    add_load_options(w)
     args = parser.parse_args(argv)
-    settings = load_settings(args.env_file)
-    report = {"retrieval": bench_retrieval, "ingest": bench_ingest}[args.command](args, settings)
+    if args.command in LOAD_COMMANDS:
+        # No settings: the load benchmarks talk to servers over HTTP only.
+        try:
+            report = LOAD_COMMANDS[args.command](args)
+        except bench_load.UsageError as exc:
+            sub.choices[args.command].error(str(exc))
+        except bench_load.TargetUnreachable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return bench_load.EXIT_UNREACHABLE
+    else:
+        settings = load_settings(args.env_file)
+        report = {"retrieval": bench_retrieval, "ingest": bench_ingest}[args.command](args, settings)
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    if args.command in LOAD_COMMANDS:
+        bench_load.publish(report, args.out_dir)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

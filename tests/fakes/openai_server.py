@@ -1,0 +1,161 @@
+"""A small HTTP server speaking the parts of vLLM's OpenAI-compatible API that the appliance and the load
+benchmark use, with a fixed latency per token, for tests that need an engine but not a model:
+
+- `GET /v1/models`: the served models with vLLM's `max_model_len` and `owned_by: "vllm"`;
+- `POST /tokenize` (vLLM's, at the server root): `{"count", "tokens", "max_model_len"}`, a word per token;
+- `POST /v1/chat/completions` with `"stream": true` only: OpenAI-style SSE chunks (a first chunk with the
+  role, one chunk per word, a chunk with `finish_reason`), then with `stream_options.include_usage` a chunk
+  with `usage` and no choices, then `data: [DONE]`. An error before any token is a JSON error status
+  (`{"error": {"message", "type", "code"}}`); an error after some is an `error` data line, then `[DONE]`.
+
+The real vLLM is tested against in tests/integration/test_ask_vllm.py; this stand-in only has to stream.
+
+    with FakeOpenAI({"fake-vllm": FakeChatModel(token_delay_s=0.01)}) as fake:
+        VllmClient(f"{fake.url}/v1", "fake-vllm")  ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Mapping
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+START_TIMEOUT_S = 10.0
+DEFAULT_ANSWER = "The answer is in the documents [1]."
+
+
+@dataclass
+class FakeChatModel:
+    """A served model and how it behaves (every failure switch off by default)."""
+
+    max_model_len: int = 4096
+    answer: str = DEFAULT_ANSWER
+    first_token_delay_s: float = 0.0  # prompt processing
+    token_delay_s: float = 0.0  # between tokens
+    chat_status: int | None = None  # answer every chat request with this error status
+    error_after_tokens: int | None = None  # an error data line after N tokens
+
+
+class FakeOpenAI:
+    """The API on a free 127.0.0.1 port, served by uvicorn in a background thread. `chat_requests` holds the
+    bodies of the chat requests received; the models' switches can be changed while it runs."""
+
+    def __init__(self, models: Mapping[str, FakeChatModel] | None = None) -> None:
+        self.models = dict(models or {"fake-vllm": FakeChatModel()})
+        self.chat_requests: list[dict] = []
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "FakeOpenAI":
+        """Serve in a background thread; returns once the port accepts connections."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))  # the OS picks a free port, and we keep the socket (no race)
+        config = uvicorn.Config(self.app(), log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake OpenAI server did not start")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; streams still running are abandoned."""
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = self._server.force_exit = True
+        self._thread.join(timeout=START_TIMEOUT_S)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/tokenize", self._tokenize, methods=["POST"]),
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            ]
+        )
+
+    async def _models(self, request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "vllm", "root": name, "max_model_len": m.max_model_len}
+            for name, m in self.models.items()
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        model = self.models.get(body.get("model") or next(iter(self.models)))
+        if model is None:
+            return _error(404, "NotFoundError", f"The model `{body.get('model')}` does not exist.")
+        words = str(body.get("prompt", "")).split()
+        return JSONResponse({"count": len(words), "tokens": list(range(len(words))), "max_model_len": model.max_model_len})
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.chat_requests.append(body)
+        name = body.get("model")
+        model = self.models.get(name)
+        if model is None:
+            return _error(404, "NotFoundError", f"The model `{name}` does not exist.")
+        if model.chat_status is not None:
+            return _error(model.chat_status, "InternalServerError", "the engine failed")
+        if not body.get("stream"):
+            return _error(400, "BadRequestError", "this fake only streams")
+        words = model.answer.split(" ")
+        if body.get("max_tokens") is not None:
+            words = words[: int(body["max_tokens"])]
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return _data({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": name, "choices": [choice]})
+
+        async def events() -> AsyncIterator[bytes]:
+            await asyncio.sleep(model.first_token_delay_s)
+            yield chunk({"role": "assistant", "content": ""})
+            for i, word in enumerate(words):
+                if model.error_after_tokens == i:
+                    yield _data({"error": {"message": "the engine failed mid-answer", "type": "InternalServerError", "code": 500}})
+                    yield b"data: [DONE]\n\n"
+                    return
+                if i:
+                    await asyncio.sleep(model.token_delay_s)
+                yield chunk({"content": word if i == 0 else " " + word})
+            yield chunk({}, "stop" if len(words) == len(model.answer.split(" ")) else "length")
+            if include_usage:
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
+                yield _data({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": name, "choices": [], "usage": usage})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _data(obj: dict) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status_code=status)
