@@ -1,0 +1,156 @@
+"""Combine one GPU run (benchmarks/gpu/bench.sh) into the committed result: JSON, markdown and two plots.
+
+Per concurrency level, side by side: raw vLLM measured by `vllm bench serve` (the official client, the
+baseline of the ratio), the appliance's streaming /ask measured by `cli.bench ask`, and raw vLLM's chat
+endpoint measured by `cli.bench raw` (the same client code as /ask: it separates the load generator's own
+cost from the backend's).
+
+    python benchmarks/gpu/combine.py --raw-dir DIR --prompt-tokens N --output-tokens M --out-dir OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+MODEL = "Llama-3.1-8B shape (benchmarks: ../shared/gpu/llama-3.1-8b-shape), bf16, --load-format dummy"
+
+
+def device_name() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'h100'."""
+    found = re.search(r"\b([A-Z]\d{2,4}[A-Z]?)\b", name)
+    return found.group(1).lower() if found else "gpu"
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def level_row(raw_dir: Path, c: int) -> dict:
+    raw = json.loads((raw_dir / f"vllm-c{c}.json").read_text())
+    ask = json.loads((raw_dir / f"ask-c{c}.json").read_text())["runs"][0]
+    chat = json.loads((raw_dir / f"chat-c{c}.json").read_text())["runs"][0]
+    raw_req_s, raw_tok_s = raw["request_throughput"], raw["output_throughput"]
+    return {
+        "concurrency": c,
+        "requests": ask["requests"],
+        "raw_req_s": round(raw_req_s, 3),
+        "ask_req_s": ask["req_s"],
+        "ratio": ratio(ask["req_s"], raw_req_s),
+        "raw_tok_s": round(raw_tok_s, 1),
+        "ask_tok_s": ask["output_tok_s"],
+        "tok_ratio": ratio(ask["output_tok_s"], raw_tok_s),
+        "raw_ttft_p50_ms": round(raw["p50_ttft_ms"], 1),
+        "ask_ttft_p50_ms": ask["ttft_p50_ms"],
+        "ttft_overhead_p50_ms": round(ask["ttft_p50_ms"] - raw["p50_ttft_ms"], 1) if ask["ttft_p50_ms"] is not None else None,
+        "raw_ttft_p99_ms": round(raw["p99_ttft_ms"], 1),
+        "ask_ttft_p99_ms": ask["ttft_p99_ms"],
+        "raw_tpot_p50_ms": round(raw["p50_tpot_ms"], 2),
+        "ask_tpot_p50_ms": ask["tpot_p50_ms"],
+        "raw_e2e_p50_ms": round(raw["p50_e2el_ms"], 1),
+        "ask_e2e_p50_ms": ask["e2e_p50_ms"],
+        "raw_errors": raw.get("failed", 0),
+        "ask_errors": ask["errors"],
+        "ask_error_types": ask["error_types"],
+        "ask_answers_without_llm": ask.get("answers_without_llm", 0),
+        "ask_token_source": ask["token_source"],
+        # The same streaming client as /ask, straight to vLLM's chat endpoint.
+        "chat_req_s": chat["req_s"],
+        "chat_tok_s": chat["output_tok_s"],
+        "chat_ttft_p50_ms": chat["ttft_p50_ms"],
+        "ask_vs_chat_ratio": ratio(ask["req_s"], chat["req_s"]),
+        "raw_mean_output_tokens": round(raw["total_output_tokens"] / max(raw["completed"], 1), 1),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# GPU run: {result['device']}, vLLM {result['vllm_version']}, {result['date']}",
+        "",
+        f"Model: {result['model']}. RAG prompt {result['prompt_tokens']} tokens (top_k 5 over docs/), answers "
+        f"{result['output_tokens']} tokens. raw = `vllm bench serve` (same prompt/answer sizes, --ignore-eos); "
+        "ask = the appliance's streaming POST /ask (`cli.bench ask`); chat = `cli.bench raw` straight to vLLM.",
+        "",
+        "| c | raw req/s | ask req/s | ratio | raw tok/s | ask tok/s | TTFT p50 raw / ask ms | overhead ms | TTFT p99 raw / ask ms | TPOT p50 raw / ask ms | chat req/s | ask errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['concurrency']} | {r['raw_req_s']} | {r['ask_req_s']} | **{r['ratio']}** | {r['raw_tok_s']} | {r['ask_tok_s']} | "
+            f"{r['raw_ttft_p50_ms']} / {r['ask_ttft_p50_ms']} | {r['ttft_overhead_p50_ms']} | {r['raw_ttft_p99_ms']} / {r['ask_ttft_p99_ms']} | "
+            f"{r['raw_tpot_p50_ms']} / {r['ask_tpot_p50_ms']} | {r['chat_req_s']} | {r['ask_errors']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plots(result: dict, out_dir: Path, stem: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = [r["concurrency"] for r in result["runs"]]
+    for metric, label, keys in (
+        ("throughput", "output tokens/s", ("raw_tok_s", "ask_tok_s")),
+        ("ttft", "TTFT p50, ms", ("raw_ttft_p50_ms", "ask_ttft_p50_ms")),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, name in zip(keys, ("raw vLLM", "/ask")):
+            ax.plot(levels, [r[key] for r in result["runs"]], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(label)
+        ax.set_title(f"{result['device']}: {label}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / f"{stem}-{metric}.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--raw-dir", type=Path, required=True)
+    parser.add_argument("--prompt-tokens", type=int, required=True)
+    parser.add_argument("--output-tokens", type=int, required=True)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args()
+    levels = sorted(int(p.stem.split("-c")[1]) for p in args.raw_dir.glob("vllm-c*.json"))
+    device = device_name()
+    date = dt.date.today().isoformat()
+    result = {
+        "device": device,
+        "vllm_version": version("vllm"),
+        "model": MODEL,
+        "date": date,
+        "prompt_tokens": args.prompt_tokens,
+        "output_tokens": args.output_tokens,
+        "commands": [
+            "bash benchmarks/gpu/setup.sh",
+            f"LEVELS='{' '.join(map(str, levels))}' OUTPUT_TOKENS={args.output_tokens} bash benchmarks/gpu/bench.sh",
+        ],
+        "runs": [level_row(args.raw_dir, c) for c in levels],
+    }
+    stem = f"gpu-{device_slug(device)}-{date}"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / f"{stem}.md").write_text(markdown(result))
+    plots(result, args.out_dir, stem)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
