@@ -39,9 +39,9 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def level_row(raw_dir: Path, c: int) -> dict:
+def level_row(raw_dir: Path, c: int, tag: str = "") -> dict:
     raw = json.loads((raw_dir / f"vllm-c{c}.json").read_text())
-    ask = json.loads((raw_dir / f"ask-c{c}.json").read_text())["runs"][0]
+    ask = json.loads((raw_dir / f"ask{tag}-c{c}.json").read_text())["runs"][0]
     chat = json.loads((raw_dir / f"chat-c{c}.json").read_text())["runs"][0]
     raw_req_s, raw_tok_s = raw["request_throughput"], raw["output_throughput"]
     return {
@@ -124,6 +124,7 @@ def plots(result: dict, out_dir: Path, stem: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw-dir", type=Path, required=True)
+    parser.add_argument("--tag", default="", help="which /ask run (bench.sh's TAG), e.g. -before")
     parser.add_argument("--prompt-tokens", type=int, required=True)
     parser.add_argument("--output-tokens", type=int, required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
@@ -140,11 +141,11 @@ def main() -> None:
         "output_tokens": args.output_tokens,
         "commands": [
             "bash benchmarks/gpu/setup.sh",
-            f"LEVELS='{' '.join(map(str, levels))}' OUTPUT_TOKENS={args.output_tokens} bash benchmarks/gpu/bench.sh",
+            f"LEVELS='{' '.join(map(str, levels))}' OUTPUT_TOKENS={args.output_tokens} TAG='{args.tag}' bash benchmarks/gpu/bench.sh",
         ],
-        "runs": [level_row(args.raw_dir, c) for c in levels],
+        "runs": [level_row(args.raw_dir, c, args.tag) for c in levels if (args.raw_dir / f"ask{args.tag}-c{c}.json").exists()],
     }
-    stem = f"gpu-{device_slug(device)}-{date}"
+    stem = f"gpu-{device_slug(device)}-{date}{args.tag}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out_dir / f"{stem}.md").write_text(markdown(result))
