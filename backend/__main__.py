@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The HTTP clients log every request to the engine at INFO: per /ask several lines of no use to an
+    # operator, formatted on the event loop under load. Their warnings and errors still come through.
+    for noisy in ("httpx", "httpx2"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     except AppError as exc:

@@ -86,6 +86,15 @@ def fit_budget(fixed_tokens: int, chunk_tokens: list[int], context_length: int, 
     return budget
 
 
+def byte_upper_bounds(texts: list[str]) -> list[int]:
+    """An upper bound on each text's token count, free to compute: its UTF-8 length.
+
+    Every token of a byte-level BPE or a SentencePiece model with byte fallback (Llama, Mistral, Qwen, ...)
+    covers at least one byte, so no text has more tokens than bytes.
+    """
+    return [len(t.encode("utf-8")) for t in texts]
+
+
 def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int]]:
     """Check [n] citations against the sources: returns (answer with invalid ones removed, cited, invalid)."""
     cited: set[int] = set()
@@ -146,7 +155,14 @@ class RagService:
         base["model"] = info.model
         blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
         fixed_text = [SYSTEM_PROMPT, user_message(request.q, [])]
-        counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
+        # Exact counts cost the engine one tokenize request per text, which competes with its token streams
+        # (measured on an H100: +40 ms TTFT at c=1, -14 % req/s at c=16). They matter only near the window's
+        # end: when the byte upper bound already fits, nothing can be dropped and no count is needed.
+        counts = byte_upper_bounds(fixed_text + blocks)
+        token_counts = "upper_bound"
+        if sum(counts) + len(blocks) > info.context_length - max_tokens - TEMPLATE_MARGIN_TOKENS:
+            counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
+            token_counts = "exact" if self.llm.exact_token_counts else "estimated"
         budget = fit_budget(sum(counts[:2]), [c + 1 for c in counts[2:]], info.context_length, max_tokens)
         sources = [
             {
@@ -201,7 +217,7 @@ class RagService:
                 "context_length": info.context_length,
                 "max_tokens": max_tokens,
                 "prompt_tokens_counted": budget.prompt_tokens,
-                "token_counts": "exact" if self.llm.exact_token_counts else "estimated",
+                "token_counts": token_counts,
             },
             "timings": _timings(started, retrieval_ms, ttft_ms),
         }

@@ -2,12 +2,14 @@
 
 The model's real context limit comes from vLLM's `/v1/models` (`max_model_len`), token counts from vLLM's
 own `/tokenize` endpoint (the served model's tokenizer, exact). Retries are the SDK's: connection errors,
-408, 429 and 5xx, only for the request itself, so never after the first streamed token.
+408, 429 and 5xx, only for the request itself, so never after the first streamed token. The answer's SSE
+body is parsed here, from raw bytes (see `stream_chat`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import AsyncIterator
 
 import httpx
@@ -99,40 +101,44 @@ class VllmClient:
         return list(await asyncio.gather(*(one(m["content"]) for m in messages)))
 
     async def stream_chat(self, messages: list[Message], *, max_tokens: int, temperature: float) -> AsyncIterator[TokenDelta | StreamEnd]:
+        """Stream the answer. The SDK opens the request (its retries, status errors and timeouts apply); the
+        body is read as raw SSE bytes, and every delta that arrived in one network read is passed on as one
+        TokenDelta.
+
+        Why not the SDK's chunk objects: building one per token cost the backend's single event loop
+        about a third of a millisecond per token with /ask on top, which capped an H100 serving 64 streams
+        at 12 req/s where vLLM itself did 20. Coalescing adds no delay (nothing waits for more bytes);
+        under load, several tokens share a read and one event downstream.
+        """
         info = await self.model_info()
+        request = self._client.chat.completions.with_streaming_response.create(
+            model=info.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         try:
-            stream = await self._client.chat.completions.create(
-                model=info.model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+            response = await request.__aenter__()
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._translate(exc, "starting the answer") from exc
-        finish_reason = None
-        usage = None
+        parser = _SseChunks()
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        yield TokenDelta(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+            async for raw in response.iter_bytes():
+                text = "".join(parser.feed(raw))
+                if text:
+                    yield TokenDelta(text)
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise self._translate(exc, "streaming the answer", replied=True) from exc
         finally:
-            await stream.close()
-        if finish_reason is None:
+            await request.__aexit__(None, None, None)
+        if parser.error is not None:
+            raise LLMBadResponse(f"vLLM at {self.base_url} failed mid-answer: {parser.error}")
+        if parser.finish_reason is None:
             raise LLMBadResponse(f"vLLM at {self.base_url}: the stream ended before the answer was complete")
-        yield StreamEnd(
-            finish_reason,
-            usage.prompt_tokens if usage else None,
-            usage.completion_tokens if usage else None,
-        )
+        usage = parser.usage or {}
+        yield StreamEnd(parser.finish_reason, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     async def health(self) -> dict:
         base = {"engine": "vllm", "url": self.base_url, "model": self.model or None}
@@ -146,6 +152,47 @@ class VllmClient:
     async def aclose(self) -> None:
         await self._client.close()
         await self._http.aclose()
+
+
+class _SseChunks:
+    """Incremental parser of an OpenAI chat-completion SSE body: `feed(bytes)` returns the content deltas of
+    the events completed by those bytes; finish reason, usage and an in-band error are kept as they come."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.finish_reason: str | None = None
+        self.usage: dict | None = None
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += data
+        *events, self._buffer = self._buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        texts = []
+        for event in events:
+            for line in event.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue  # comments (": ping"), event names, ids
+                payload = line[5:].strip()
+                if payload == b"[DONE]" or not payload:
+                    continue
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    self.error = f"unreadable stream data {payload[:200]!r}"
+                    continue
+                if "error" in chunk:
+                    error = chunk["error"]
+                    self.error = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                    continue
+                if chunk.get("usage"):
+                    self.usage = chunk["usage"]
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        texts.append(content)
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+        return texts
 
 
 def _message(exc: openai.APIStatusError) -> str:

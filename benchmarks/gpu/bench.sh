@@ -53,7 +53,7 @@ for c in $LEVELS; do
     fi
 done
 step "combining"
-PYTHONPATH="$APP_PATH" python3 benchmarks/gpu/combine.py --raw-dir "$RAW" --tag "$TAG" --prompt-tokens "$PROMPT_TOKENS" \
+PYTHONPATH="$APP_PATH" python3 benchmarks/gpu/combine.py --raw-dir "$RAW" --tag="$TAG" --prompt-tokens "$PROMPT_TOKENS" \
     --output-tokens "$OUTPUT_TOKENS" --out-dir "$RESULTS"
 tar czf "$RESULTS/raw-runs$TAG.tar.gz" -C /tmp/gpu-bench raw vllm.log backend.log
 step "done"

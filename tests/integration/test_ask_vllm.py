@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from backend.llm.vllm import VllmClient
+from backend.rag import byte_upper_bounds
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("TEST_VLLM_PORT", "18001"))
@@ -31,6 +32,9 @@ SCRIPT_ENV = {
 def script(name: str) -> subprocess.CompletedProcess:
     env = {**os.environ, **SCRIPT_ENV}
     return subprocess.run(["bash", str(ROOT / "scripts" / "vllm_cpu" / name)], env=env, capture_output=True, text=True, timeout=1500)
+
+
+TRICKY_TEXTS = ["Zażółć gęślą jaźń", "Съешь же ещё этих мягких французских булок", "🦜🦜🦜 naïve café", "x" * 300, "\n\n\t  "]
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +69,16 @@ def test_vllm_client_reads_the_real_context_and_token_counts(vllm_server):
         try:
             info = await llm.model_info()
             counts = await llm.count_tokens([{"role": "user", "content": "Hello there, how are you?"}, {"role": "user", "content": "x"}])
-            return info, counts
+            tricky = await llm.count_tokens([{"role": "user", "content": t} for t in TRICKY_TEXTS])
+            return info, counts, tricky
         finally:
             await llm.aclose()
 
-    info, counts = asyncio.run(run())
+    info, counts, tricky = asyncio.run(run())
     assert info.model == MODEL and info.context_length == 4096
     assert counts[0] > counts[1] >= 1
+    # The budget's free upper bound (UTF-8 bytes) is never below the real tokenizer's count.
+    assert all(real <= bound for real, bound in zip(tricky, byte_upper_bounds(TRICKY_TEXTS))), (tricky, TRICKY_TEXTS)
 
 
 def test_ask_answers_from_the_indexed_documents(app_client):
@@ -82,10 +89,19 @@ def test_ask_answers_from_the_indexed_documents(app_client):
     assert body["sources"][0]["path"] == "monuments/eiffel.md"
     assert body["engine"] == "vllm" and body["model"] == MODEL
     assert body["usage"]["prompt_tokens"] > 50 and body["usage"]["completion_tokens"] > 0
-    assert body["context"]["token_counts"] == "exact" and body["context"]["context_length"] == 4096
+    # A short prompt fits by its byte upper bound: no tokenize request to the engine.
+    assert body["context"]["token_counts"] == "upper_bound" and body["context"]["context_length"] == 4096
     timings = body["timings"]
     assert 0 < timings["retrieval_ms"] < timings["ttft_ms"] <= timings["total_ms"]
     print("\nCPU vLLM /ask timings:", json.dumps(timings))
+
+
+def test_near_the_window_end_the_budget_counts_with_vllms_tokenizer(app_client):
+    # 4096 - 3900 - 64 leaves fewer tokens than the prompt has bytes: the exact counts decide.
+    response = app_client.post("/ask", json={"q": "In which year was the Eiffel Tower completed?", "space_id": "kb", "top_k": 2, "max_tokens": 3900, "temperature": 0})
+    assert response.status_code == 200, response.text
+    context = response.json()["context"]
+    assert context["token_counts"] == "exact" and context["prompt_tokens_counted"] <= 4096 - 3900 - 64
 
 
 def test_ask_streams_several_events_then_a_final_one(app_client):

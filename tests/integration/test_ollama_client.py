@@ -264,7 +264,7 @@ def test_ask_end_to_end_through_the_app_with_ollama(fake, settings, services):
         response = client.post("/ask", json={"q": "Where are backups stored?", "space_id": "kb"})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["engine"] == "ollama" and body["context"]["token_counts"] == "estimated"
+        assert body["engine"] == "ollama" and body["context"]["token_counts"] == "upper_bound"
         assert body["sources"][0]["path"] == "b.txt" and body["sources"][0]["cited"] is True
         assert fake.chat_requests()[0]["options"]["num_ctx"] == settings.ollama_num_ctx
         fake.models.clear()
