@@ -10,6 +10,7 @@ from backend.ingest.chunking import Chunker
 from backend.ingest.pipeline import IngestPipeline
 from backend.retrieval.documents import DocumentIndex
 from backend.retrieval.embedder import Embedder, create_embedder
+from backend.retrieval.query_batching import QueryBatcher
 from backend.retrieval.retriever import Retriever
 from backend.retrieval.store import VectorStore, create_store
 from backend.settings import Settings
@@ -86,7 +87,7 @@ def build_services(settings: Settings, embedder: Embedder | None = None, store: 
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
         index = DocumentIndex(store, fingerprint=f"model={embedder.name};{chunker.fingerprint()}")
-        retriever = Retriever(embedder, index, max_top_k=settings.search_max_top_k)
+        retriever = Retriever(QueryBatcher(embedder), index, max_top_k=settings.search_max_top_k)
         pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes)
     except Exception:
         store.close()

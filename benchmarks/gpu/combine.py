@@ -128,13 +128,16 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, required=True)
     parser.add_argument("--output-tokens", type=int, required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--device", default=None, help="default: nvidia-smi's GPU name (to combine a run elsewhere)")
+    parser.add_argument("--vllm-version", default=None, help="default: the installed vllm's")
+    parser.add_argument("--date", default=None, help="default: today")
     args = parser.parse_args()
     levels = sorted(int(p.stem.split("-c")[1]) for p in args.raw_dir.glob("vllm-c*.json"))
-    device = device_name()
-    date = dt.date.today().isoformat()
+    device = args.device or device_name()
+    date = args.date or dt.date.today().isoformat()
     result = {
         "device": device,
-        "vllm_version": version("vllm"),
+        "vllm_version": args.vllm_version or version("vllm"),
         "model": MODEL,
         "date": date,
         "prompt_tokens": args.prompt_tokens,
