@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest deploy-check ab-up ab-down clean
+.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ bench-retrieval: setup
 
 bench-ingest: setup
 	$(PY) -m cli.bench ingest
+
+# Streaming /ask load on a running backend whose space `docs` holds docs/ (cli.index_cli --dir docs --space docs).
+BENCH_URL ?= http://127.0.0.1:8000
+bench-ask: setup
+	$(PY) -m cli.bench ask --url $(BENCH_URL) --space docs --concurrency 1 4 16 --requests 32 --out-dir benchmarks/out/ask
 
 # The compose files, env files and Dockerfile, checked without a Docker engine (part of `make test` too).
 deploy-check: setup
