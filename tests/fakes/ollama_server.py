@@ -25,19 +25,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Mapping
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.threaded_server import ThreadedServer
 
 FAKE_VERSION = "0.6.5"
 NDJSON = "application/x-ndjson"
@@ -47,7 +46,6 @@ DEFAULT_NUM_CTX = 2048
 # How the fake counts tokens: a word is a token, and each message costs a few for the chat template.
 TEMPLATE_TOKENS_PER_MESSAGE = 4
 ANSWER_QUESTION_WORDS = 6  # words of the question echoed in the default answer
-START_TIMEOUT_S = 10.0
 MODIFIED_AT = "2025-01-01T00:00:00Z"
 
 
@@ -95,13 +93,16 @@ class _QuietDeliberateFailures(logging.Filter):
 _QUIET = _QuietDeliberateFailures()
 
 
-class FakeOllama:
+class FakeOllama(ThreadedServer):
     """Ollama's HTTP API on a free 127.0.0.1 port, served by uvicorn in a background thread.
 
     `models`: name -> context length, or name -> `FakeModel`. Names without a tag get ":latest", as in
     Ollama. The switches can be changed while the server runs (`fake.models["x"].chat_status = 500`)."""
 
+    name = "fake-ollama"
+
     def __init__(self, models: Mapping[str, int | None | FakeModel] | None = None, *, version: str = FAKE_VERSION) -> None:
+        super().__init__()
         models = {"llama3.1:8b": FakeModel()} if models is None else models
         self.models: dict[str, FakeModel] = {
             canonical_name(name): spec if isinstance(spec, FakeModel) else FakeModel(context_length=spec)
@@ -109,48 +110,13 @@ class FakeOllama:
         }
         self.version = version
         self.requests: list[RecordedRequest] = []
-        self.url = ""
         self._chat_counts: Counter[str] = Counter()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self) -> "FakeOllama":
-        """Serve in a background thread; returns once the port accepts connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))  # port 0: the OS picks a free one, and we keep the socket (no race)
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app(), log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
-        )
-        self._server = uvicorn.Server(config)
         logging.getLogger("uvicorn.error").addFilter(_QUIET)  # the same object: added once however many fakes run
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="fake-ollama", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Ollama server did not start")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; requests still running (a slow model) are abandoned, not waited for."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._server.force_exit = True
-        self._thread.join(timeout=START_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> "FakeOllama":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        return super().start()
 
     # -- what the tests look at ----------------------------------------------------------------------------
 

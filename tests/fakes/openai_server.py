@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Mapping
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-START_TIMEOUT_S = 10.0
+from tests.fakes.threaded_server import ThreadedServer
+
 DEFAULT_ANSWER = "The answer is in the documents [1]."
 
 
@@ -46,47 +43,16 @@ class FakeChatModel:
     error_after_tokens: int | None = None  # an error data line after N tokens
 
 
-class FakeOpenAI:
+class FakeOpenAI(ThreadedServer):
     """The API on a free 127.0.0.1 port, served by uvicorn in a background thread. `chat_requests` holds the
     bodies of the chat requests received; the models' switches can be changed while it runs."""
 
+    name = "fake-openai"
+
     def __init__(self, models: Mapping[str, FakeChatModel] | None = None) -> None:
+        super().__init__()
         self.models = dict(models or {"fake-vllm": FakeChatModel()})
         self.chat_requests: list[dict] = []
-        self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "FakeOpenAI":
-        """Serve in a background thread; returns once the port accepts connections."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))  # the OS picks a free port, and we keep the socket (no race)
-        config = uvicorn.Config(self.app(), log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="fake-openai", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake OpenAI server did not start")
-            time.sleep(0.01)
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; streams still running are abandoned."""
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = self._server.force_exit = True
-        self._thread.join(timeout=START_TIMEOUT_S)
-        self._server = self._thread = None
-
-    def __enter__(self) -> "FakeOpenAI":
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     def app(self) -> Starlette:
         return Starlette(

@@ -1,0 +1,56 @@
+"""Serve an ASGI app from a background thread on a free 127.0.0.1 port: the engine stand-ins' lifecycle."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+START_TIMEOUT_S = 10.0
+
+
+class ThreadedServer:
+    """Subclasses give `app()` and a `name`; `start()` returns once the port accepts connections."""
+
+    name = "fake-server"
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def app(self):
+        raise NotImplementedError
+
+    def start(self):
+        """Serve in a background thread; returns once the port accepts connections."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))  # port 0: the OS picks a free one, and we keep the socket (no race)
+        config = uvicorn.Config(self.app(), log_config=None, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name=self.name, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests still running (a slow model) are abandoned, not waited for."""
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = self._server.force_exit = True
+        self._thread.join(timeout=START_TIMEOUT_S)
+        self._server = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
