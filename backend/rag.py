@@ -64,13 +64,18 @@ class Budget:
     dropped: list[int] = field(default_factory=list)
 
 
+def prompt_limit(context_length: int, max_tokens: int) -> int:
+    """Tokens the prompt may use: the window minus the answer's tokens and the chat template's margin."""
+    return context_length - max_tokens - TEMPLATE_MARGIN_TOKENS
+
+
 def fit_budget(fixed_tokens: int, chunk_tokens: list[int], context_length: int, max_tokens: int) -> Budget:
     """Keep the best-ranked chunks that fit in `context_length - max_tokens`, dropping the lowest-ranked first.
 
     `chunk_tokens` are in rank order. Nothing is truncated: a chunk either fits whole or is dropped and
     reported. Raises ContextOverflow when not even the question and instructions fit.
     """
-    limit = context_length - max_tokens - TEMPLATE_MARGIN_TOKENS
+    limit = prompt_limit(context_length, max_tokens)
     if fixed_tokens > limit:
         raise ContextOverflow(
             f"the question and instructions need {fixed_tokens} tokens but the model's context of {context_length} "
@@ -160,7 +165,7 @@ class RagService:
         # end: when the byte upper bound already fits, nothing can be dropped and no count is needed.
         counts = byte_upper_bounds(fixed_text + blocks)
         token_counts = "upper_bound"
-        if sum(counts) + len(blocks) > info.context_length - max_tokens - TEMPLATE_MARGIN_TOKENS:
+        if sum(counts) + len(blocks) > prompt_limit(info.context_length, max_tokens):
             counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
             token_counts = "exact" if self.llm.exact_token_counts else "estimated"
         budget = fit_budget(sum(counts[:2]), [c + 1 for c in counts[2:]], info.context_length, max_tokens)

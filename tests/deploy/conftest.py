@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[2]
 OLLAMA_STACK = ("docker-compose.yml",)
@@ -50,14 +51,8 @@ def render(files: tuple[str, ...] | list[str], env_file: Path | str | None, envi
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of an env file (comments and blanks skipped), in order."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+    """The env file's KEY=VALUE pairs, in order, read by python-dotenv (the reader pydantic-settings uses)."""
+    return {key: value or "" for key, value in dotenv_values(path).items()}
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> Path:
