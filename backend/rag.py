@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
-from backend.retrieval.retriever import Retriever
+from backend.retrieval.retriever import Retriever, identifier_terms
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources provided by the user. "
@@ -39,6 +39,8 @@ class AskRequest:
     top_k: int = 5
     max_tokens: int | None = None
     temperature: float | None = None
+    mode: str | None = None  # dense | sparse | hybrid; None = SEARCH_MODE
+    rerank: bool | None = None  # None = rerank when a model is configured
 
 
 def format_source(n: int, hit: dict) -> str:
@@ -119,6 +121,25 @@ def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int
     return cleaned, sorted(cited), sorted(set(invalid))
 
 
+def relevant_hits(question: str, hits: list[dict], min_score: float) -> list[dict]:
+    """The hits worth showing the model.
+
+    The threshold applies to the dense cosine (`dense_score`), whatever the ranking score is (BM25 and
+    fused scores have no fixed scale). A chunk below it still counts when it contains an identifier of
+    the question verbatim (ERR-4521, v3.14.2, max_conn_pool): that exact match is what hybrid search is
+    for, and a small embedder often scores such chunks low. BM25-only results (no cosine) all count: each
+    shares at least one term with the question.
+    """
+    codes = identifier_terms(question)
+    keep = []
+    for hit in hits:
+        cosine = hit.get("dense_score")
+        text = (hit.get("text") or "").lower()
+        if cosine is None or cosine >= min_score or any(code in text for code in codes):
+            keep.append(hit)
+    return keep
+
+
 class RagService:
     """Answers questions over one space with the configured engine."""
 
@@ -134,9 +155,11 @@ class RagService:
         if not 1 <= request.top_k <= min(MAX_TOP_K, self.settings.search_max_top_k):
             raise InvalidRequest(f"top_k must be between 1 and {min(MAX_TOP_K, self.settings.search_max_top_k)}")
 
-        retrieved = await run_in_threadpool(self.retriever.search, request.q, request.space_id, request.top_k)
+        retrieved = await run_in_threadpool(
+            self.retriever.search, request.q, request.space_id, request.top_k, request.mode, request.rerank
+        )
         retrieval_ms = (time.perf_counter() - started) * 1000
-        relevant = [h for h in retrieved.results if h["score"] >= self.settings.ask_min_score]
+        relevant = relevant_hits(request.q, retrieved.results, self.settings.ask_min_score)
         below = len(retrieved.results) - len(relevant)
         base = {"engine": self.llm.engine, "model": self.llm.model or None}
 
@@ -151,7 +174,10 @@ class RagService:
                 "grounded": False,
                 "usage": None,
                 "citations": {"cited": [], "invalid": []},
-                "context": {"retrieved": len(retrieved.results), "below_min_score": below, "used": 0, "dropped": []},
+                "context": {
+                    "retrieved": len(retrieved.results), "below_min_score": below, "used": 0, "dropped": [],
+                    "mode": retrieved.mode, "reranked": retrieved.reranked,
+                },
                 "timings": _timings(started, retrieval_ms, None),
             }
             return
@@ -178,6 +204,7 @@ class RagService:
                 "page": hit.get("page"),
                 "heading": hit.get("heading"),
                 "score": hit["score"],
+                "dense_score": hit.get("dense_score"),
                 "text": hit["text"],
             }
             for n, hit in ((i + 1, relevant[i]) for i in budget.kept)
@@ -217,6 +244,8 @@ class RagService:
             "context": {
                 "retrieved": len(retrieved.results),
                 "below_min_score": below,
+                "mode": retrieved.mode,
+                "reranked": retrieved.reranked,
                 "used": len(sources),
                 "dropped": dropped,
                 "context_length": info.context_length,

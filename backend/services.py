@@ -11,7 +11,9 @@ from backend.ingest.pipeline import IngestPipeline
 from backend.retrieval.documents import DocumentIndex
 from backend.retrieval.embedder import Embedder, create_embedder
 from backend.retrieval.query_batching import QueryBatcher
-from backend.retrieval.retriever import Retriever
+from backend.retrieval.rerank import Reranker, create_reranker
+from backend.retrieval.retriever import RetrievalConfig, Retriever
+from backend.retrieval.sparse import create_sparse_encoder
 from backend.retrieval.store import VectorStore, create_store
 from backend.settings import Settings
 
@@ -80,14 +82,23 @@ class Services:
         self.store.close()
 
 
-def build_services(settings: Settings, embedder: Embedder | None = None, store: VectorStore | None = None) -> Services:
-    """Load the embedder, open the store, wire the rest. `embedder`/`store` may be given (tests, reuse)."""
+def build_services(
+    settings: Settings,
+    embedder: Embedder | None = None,
+    store: VectorStore | None = None,
+    reranker: Reranker | None = None,
+) -> Services:
+    """Load the models, open the store, wire the rest. `embedder`/`store`/`reranker` may be given (tests, reuse)."""
     embedder = embedder or create_embedder(settings)
+    reranker = reranker or create_reranker(settings)
     store = store or create_store(settings, embedder.dim)
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
-        index = DocumentIndex(store, fingerprint=f"model={embedder.name};{chunker.fingerprint()}")
-        retriever = Retriever(QueryBatcher(embedder), index, max_top_k=settings.search_max_top_k)
+        sparse = create_sparse_encoder(settings)
+        index = DocumentIndex(store, f"model={embedder.name};{chunker.fingerprint()}", sparse)
+        retriever = Retriever(
+            QueryBatcher(embedder), sparse, index, RetrievalConfig.from_settings(settings), reranker=reranker
+        )
         pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes)
     except Exception:
         store.close()

@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     embed_device: str = Field("cpu", description="torch device for EMBED_BACKEND=torch (cpu, cuda, cuda:0, ...).")
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks per embedding batch.")
 
+    # Retrieval (docs/retrieval.md has the measurements behind these defaults)
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "hybrid", description="Default retrieval: dense vectors, BM25 sparse vectors, or both fused in Qdrant."
+    )
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid mode fuses the two lists (inside Qdrant).")
+    hybrid_dense_weight: float = Field(1.0, ge=0, description="RRF weight of the dense list.")
+    hybrid_sparse_weight: float = Field(1.0, ge=0, description="RRF weight of the BM25 list.")
+    rrf_k: int = Field(60, ge=1, description="RRF's k: larger flattens the difference between ranks.")
+    hybrid_candidates: int = Field(40, ge=1, le=1000, description="Candidates each list contributes to fusion.")
+    bm25_language: str = Field(
+        "auto", description="BM25 analysis: auto (per chunk: russian / english / neutral), none, or one language."
+    )
+
+    rerank_model: str = Field(
+        "", description="Cross-encoder (local folder or hub id) that reranks the fused candidates; empty = off."
+    )
+    rerank_backend: Literal["cross-encoder"] = Field("cross-encoder", description="Which reranker implementation.")
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Candidates the reranker scores per query.")
+
     # Chunking (in the embedder's own tokens)
     chunk_tokens: int = Field(200, ge=16, description="Target chunk size in embedder tokens.")
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by consecutive chunks of one section.")
@@ -85,6 +104,16 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_url(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("bm25_language")
+    @classmethod
+    def _check_bm25_language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("auto", "none"):
+            from backend.retrieval.sparse import Bm25Encoder  # the engine's own list of analysers decides
+
+            Bm25Encoder(language=value)
+        return value
 
     @model_validator(mode="after")
     def _check_chunking(self) -> "Settings":

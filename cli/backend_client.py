@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from backend.errors import BackendUnreachable
+from backend.errors import AppError, BackendUnreachable
 from backend.ingest.pipeline import IngestResult
 from backend.settings import Settings
 
@@ -27,7 +27,7 @@ def discover_backend_url(settings: Settings) -> str | None:
 
 
 class BackendClient:
-    """Uploads files to POST /documents."""
+    """Uploads files to POST /documents; searches with GET /search."""
 
     def __init__(self, base_url: str):
         self.base_url = base_url.rstrip("/")
@@ -60,6 +60,24 @@ class BackendClient:
         error = body.get("error", {})
         status = "skipped" if response.status_code == 415 else "failed"
         return IngestResult(rel_path, status, error_type=error.get("type"), message=error.get("message", response.text))
+
+    def search(self, q: str, space_id: str, top_k: int, mode: str) -> list[dict]:
+        """GET /search results; a backend that rejects the query raises its error type as an AppError."""
+        params: dict = {"q": q, "space_id": space_id, "top_k": top_k}
+        if mode == "rerank":
+            params.update(mode="hybrid", rerank="true")
+        else:
+            params["mode"] = mode
+        try:
+            response = self._http.get("/search", params=params)
+        except httpx.HTTPError as exc:
+            raise BackendUnreachable(f"no backend answers at {self.base_url}: {exc}") from exc
+        body = response.json()
+        if not response.is_success:
+            error = AppError(body.get("error", {}).get("message", response.text))
+            error.status_code, error.error_type = response.status_code, body.get("error", {}).get("type", "error")
+            raise error
+        return body["results"]
 
     def close(self) -> None:
         self._http.close()

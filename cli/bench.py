@@ -65,8 +65,13 @@ def corpus_texts(settings, embedder) -> list[str]:
     return texts
 
 
-def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, seed: int = 0):
-    """n unit vectors scattered around real chunk embeddings (so the HNSW graph sees realistic clusters)."""
+def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, seed: int = 0, sparse=None):
+    """n unit vectors scattered around real chunk embeddings (so the HNSW graph sees realistic clusters).
+
+    Each point also carries the BM25 vector of the chunk it was drawn from (`sparse[i]` for `texts[i]`):
+    every term then sits in n / len(texts) points, far longer posting lists than real text has, so the
+    sparse half of a hybrid query is measured at its worst.
+    """
     from backend.retrieval.documents import make_point_id
     from backend.retrieval.store import PointRecord
 
@@ -89,6 +94,7 @@ def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, see
                     "text": texts[idx[j]],
                     "version": "bench",
                 },
+                sparse=None if sparse is None else sparse[idx[j]],
             )
             for j in range(m)
         ]
@@ -100,16 +106,19 @@ def bench_retrieval(args, settings) -> dict:
     from backend.retrieval.edge_store import EdgeStore
     from backend.retrieval.embedder import create_embedder
 
+    from backend.retrieval.sparse import create_sparse_encoder
+
     embedder = create_embedder(settings)
     texts = corpus_texts(settings, embedder)
     base = embedder.embed_documents(texts)
+    sparse = create_sparse_encoder(settings).embed_documents(texts)
     report = {"benchmark": "retrieval", "embed_model": embedder.name, "queries": args.queries, "sizes": []}
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{size}-", dir=args.work_dir) as tmp:
             data_dir = Path(tmp)
             store = EdgeStore(data_dir / "qdrant-edge", embedder.dim)
             t0 = time.perf_counter()
-            for batch in tqdm(synthetic_points(base, texts, size, "bench"), total=-(-size // 2048), desc=f"writing {size} points"):
+            for batch in tqdm(synthetic_points(base, texts, size, "bench", sparse=sparse), total=-(-size // 2048), desc=f"writing {size} points"):
                 store.upsert(batch)
             t1 = time.perf_counter()
             store.optimize()  # build HNSW, as the CLI and the backend do after ingest
@@ -120,40 +129,45 @@ def bench_retrieval(args, settings) -> dict:
             proc, url = start_backend({"DATA_DIR": str(data_dir), "QDRANT_URL": "", "LOG_LEVEL": "warning"})
             try:
                 client = httpx.Client(base_url=url, timeout=30)
-                for q in QUERIES:  # warm-up: first calls pay for lazy initialisation
-                    client.get("/search", params={"q": q, "space_id": "bench", "top_k": args.top_k})
-                e2e, embed, search = [], [], []
-                for i in tqdm(range(args.queries), desc=f"/search at {size}"):
-                    q = f"{QUERIES[i % len(QUERIES)]} {i}"  # distinct texts: nothing can be served from a cache
-                    t = time.perf_counter()
-                    r = client.get("/search", params={"q": q, "space_id": "bench", "top_k": args.top_k})
-                    e2e.append((time.perf_counter() - t) * 1000)
-                    r.raise_for_status()
-                    timings = r.json()["timings"]
-                    embed.append(timings["embed_ms"])
-                    search.append(timings["search_ms"])
+                rows = []
+                for mode in args.modes:
+                    params = {"space_id": "bench", "top_k": args.top_k, "mode": mode}
+                    for q in QUERIES:  # warm-up: first calls pay for lazy initialisation
+                        client.get("/search", params={**params, "q": q})
+                    e2e, embed, search = [], [], []
+                    for i in tqdm(range(args.queries), desc=f"/search {mode} at {size}"):
+                        q = f"{QUERIES[i % len(QUERIES)]} {i}"  # distinct texts: nothing can be served from a cache
+                        t = time.perf_counter()
+                        r = client.get("/search", params={**params, "q": q})
+                        e2e.append((time.perf_counter() - t) * 1000)
+                        r.raise_for_status()
+                        timings = r.json()["timings"]
+                        embed.append(timings["embed_ms"])
+                        search.append(timings["search_ms"])
+                    rows.append({
+                        "chunks": size,
+                        "mode": mode,
+                        "upsert_points_per_s": round(size / (t1 - t0)),
+                        "index_build_s": round(t2 - t1, 1),
+                        "indexed_vectors": info.get("indexed_vectors"),
+                        "search_http_p50_ms": round(percentile(e2e, 50), 2),
+                        "search_http_p99_ms": round(percentile(e2e, 99), 2),
+                        "embed_p50_ms": round(percentile(embed, 50), 2),
+                        "embed_p99_ms": round(percentile(embed, 99), 2),
+                        "store_p50_ms": round(percentile(search, 50), 2),
+                        "store_p99_ms": round(percentile(search, 99), 2),
+                    })
                 client.close()
             finally:
                 stop_backend(proc)
-        row = {
-            "chunks": size,
-            "upsert_points_per_s": round(size / (t1 - t0)),
-            "index_build_s": round(t2 - t1, 1),
-            "indexed_vectors": info.get("indexed_vectors"),
-            "search_http_p50_ms": round(percentile(e2e, 50), 2),
-            "search_http_p99_ms": round(percentile(e2e, 99), 2),
-            "embed_p50_ms": round(percentile(embed, 50), 2),
-            "embed_p99_ms": round(percentile(embed, 99), 2),
-            "store_p50_ms": round(percentile(search, 50), 2),
-            "store_p99_ms": round(percentile(search, 99), 2),
-        }
-        report["sizes"].append(row)
-        print(json.dumps(row))
-    print("\n| chunks | /search p50 ms | /search p99 ms | query embed p50/p99 ms | store search p50/p99 ms | HNSW build s |")
-    print("|---:|---:|---:|---:|---:|---:|")
+        for row in rows:
+            report["sizes"].append(row)
+            print(json.dumps(row))
+    print("\n| chunks | mode | /search p50 ms | /search p99 ms | query encode p50/p99 ms | store search p50/p99 ms | HNSW build s |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for r in report["sizes"]:
         print(
-            f"| {r['chunks']:,} | {r['search_http_p50_ms']} | {r['search_http_p99_ms']} | "
+            f"| {r['chunks']:,} | {r['mode']} | {r['search_http_p50_ms']} | {r['search_http_p99_ms']} | "
             f"{r['embed_p50_ms']} / {r['embed_p99_ms']} | {r['store_p50_ms']} / {r['store_p99_ms']} | {r['index_build_s']} |"
         )
     print("target: /search p99 <= 10 ms at 100k chunks, query embedding included (HTTP, measured client-side)")
@@ -245,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     r.add_argument("--queries", type=int, default=300)
     r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--modes", nargs="+", default=["dense", "hybrid"], choices=["dense", "sparse", "hybrid"])
     i = sub.add_parser("ingest", help="ingest chunks/s vs the raw embedder")
     i.add_argument("--files", type=int, default=40)
     i.add_argument("--rounds", type=int, default=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,6 +27,8 @@ class AskBody(BaseModel):
     stream: bool = Field(False, description="Answer as Server-Sent Events (also when Accept: text/event-stream).")
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer, in tokens.")
     temperature: float | None = Field(None, ge=0, le=2)
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(None, description="Retrieval mode; default SEARCH_MODE.")
+    rerank: bool | None = Field(None, description="Rerank with RERANK_MODEL; default: when one is configured.")
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -45,7 +47,9 @@ async def ask(body: AskBody, rag: RagDep, request: Request):
     SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
     answer started ends the stream with an `error` event (`{"error": {type, message}}`).
     """
-    ask_request = AskRequest(body.q, body.space_id, body.top_k, body.max_tokens, body.temperature)
+    ask_request = AskRequest(
+        body.q, body.space_id, body.top_k, body.max_tokens, body.temperature, body.mode, body.rerank
+    )
     events = rag.ask(ask_request)
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if not wants_stream:

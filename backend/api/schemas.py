@@ -7,7 +7,8 @@ from pydantic import BaseModel, Field
 
 class SearchResult(BaseModel):
     text: str
-    score: float
+    score: float = Field(description="The ranking score: cosine (dense), BM25 (sparse), fused (hybrid) or reranker's.")
+    dense_score: float | None = Field(None, description="Cosine between question and chunk (dense and hybrid modes).")
     doc_id: str
     path: str
     chunk_index: int
@@ -19,7 +20,9 @@ class SearchResult(BaseModel):
 class SearchResponse(BaseModel):
     results: list[SearchResult]
     space_id: str
-    timings: dict[str, float] = Field(description="embed_ms, search_ms, total_ms")
+    mode: str = Field(description="The retrieval mode used: dense | sparse | hybrid.")
+    reranked: bool
+    timings: dict[str, float] = Field(description="embed_ms, search_ms, total_ms (rerank_ms when reranked)")
 
 
 class DocumentOut(BaseModel):

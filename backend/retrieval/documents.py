@@ -32,7 +32,8 @@ import numpy as np
 
 from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace
 from backend.ingest.chunking import Chunk
-from backend.retrieval.store import Filter, Hit, PointRecord, VectorStore
+from backend.retrieval.sparse import SparseEncoder
+from backend.retrieval.store import Filter, Hit, PointRecord, SearchQuery, VectorStore
 
 STAGING_PREFIX = "~staging:"
 # Bump when a parser change alters extracted text, so documents are re-indexed.
@@ -85,9 +86,12 @@ class DocumentInfo:
 class DocumentIndex:
     """Document-level operations on a vector store."""
 
-    def __init__(self, store: VectorStore, fingerprint: str):
+    def __init__(self, store: VectorStore, fingerprint: str, sparse: SparseEncoder):
         self.store = store
-        self.fingerprint = fingerprint  # embedding model + chunking; part of every version
+        # Embedding model + chunking + BM25 analysis: part of every version, so changing any re-indexes.
+        self.fingerprint = f"{fingerprint};{sparse.fingerprint()}"
+        # The BM25 vector is computed here, next to the dense one it is stored with, for every writer.
+        self.sparse = sparse
         self._doc_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
 
@@ -125,6 +129,7 @@ class DocumentIndex:
         version = self.version(content_hash)
         staging = STAGING_PREFIX + space_id
         indexed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        sparse = self.sparse.embed_documents([chunk.embed_text for chunk in chunks])
         points = [
             PointRecord(
                 id=make_point_id(space_id, path, version, chunk.chunk_index),
@@ -144,8 +149,9 @@ class DocumentIndex:
                     "size_bytes": size_bytes,
                     "indexed_at": indexed_at,
                 },
+                sparse=sparse_vector,
             )
-            for chunk, vector in zip(chunks, vectors)
+            for chunk, vector, sparse_vector in zip(chunks, vectors, sparse)
         ]
         with self._lock(doc_id):
             # Another request may have committed this very version while we were embedding.
@@ -180,8 +186,8 @@ class DocumentIndex:
     def count(self, space_id: str) -> int:
         return self.store.count(Filter(must={"space_id": space_id}))
 
-    def search(self, space_id: str, vector: np.ndarray, limit: int) -> list[Hit]:
-        return self.store.search(vector, Filter(must={"space_id": space_id}), limit)
+    def search(self, space_id: str, query: SearchQuery, limit: int) -> list[Hit]:
+        return self.store.search(query, Filter(must={"space_id": space_id}), limit)
 
 
 def _info(payload: dict) -> DocumentInfo:

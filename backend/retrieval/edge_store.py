@@ -19,11 +19,20 @@ import numpy as np
 import qdrant_edge as qe
 
 from backend.errors import StoreLocked, StoreUnavailable
-from backend.retrieval.store import INTEGER_INDEXES, KEYWORD_INDEXES, Filter, Hit, PointRecord
+from backend.retrieval.store import (
+    DENSE_VECTOR,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    SPARSE_VECTOR,
+    Filter,
+    Hit,
+    PointRecord,
+    SearchQuery,
+    SparseVec,
+)
 
 log = logging.getLogger(__name__)
 
-VECTOR_NAME = "dense"
 UPSERT_BATCH = 512
 # One thread per search: a query reads one or two segments, and more threads only contend with the
 # embedder and the HTTP server for the same few cores (measured: store p99 16 ms -> see docs/benchmarks.md).
@@ -41,6 +50,43 @@ def _filter(flt: Filter) -> qe.Filter:
     )
 
 
+def _sparse(vec: SparseVec) -> qe.SparseVector:
+    return qe.SparseVector(list(vec.indices), list(vec.values))
+
+
+def _vectors(p: PointRecord) -> dict:
+    vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
+    if p.sparse is not None and p.sparse.indices:
+        vectors[SPARSE_VECTOR] = _sparse(p.sparse)
+    return vectors
+
+
+def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
+    """A dense, sparse or fused (prefetch both, fuse in the engine) query request."""
+    with_vector = [DENSE_VECTOR] if query.with_dense else None
+    dense = qe.Query.Nearest(query.dense.astype(np.float32).tolist(), using=DENSE_VECTOR) if query.dense is not None else None
+    sparse = qe.Query.Nearest(_sparse(query.sparse), using=SPARSE_VECTOR) if query.sparse is not None else None
+    if query.mode != "hybrid":
+        return qe.QueryRequest(
+            limit=limit, query=dense if query.mode == "dense" else sparse, filter=_filter(flt),
+            with_payload=True, with_vector=with_vector,
+        )
+    # The filter goes on each prefetch: fusion only sees candidates of this space.
+    candidates = max(query.candidates, limit)
+    prefetches = [qe.Prefetch(limit=candidates, query=q, filter=_filter(flt)) for q in (dense, sparse)]
+    fusion = qe.Fusion.Rrf(k=query.rrf_k, weights=list(query.weights)) if query.fusion == "rrf" else qe.Fusion.Dbsf()
+    return qe.QueryRequest(
+        limit=limit, prefetches=prefetches, query=fusion, filter=_filter(flt), with_payload=True, with_vector=with_vector
+    )
+
+
+def _dense_of(point) -> np.ndarray | None:
+    vectors = getattr(point, "vector", None)
+    if isinstance(vectors, dict) and DENSE_VECTOR in vectors:
+        return np.asarray(vectors[DENSE_VECTOR], dtype=np.float32)
+    return None
+
+
 class EdgeStore:
     """A `VectorStore` on a Qdrant Edge shard."""
 
@@ -53,7 +99,9 @@ class EdgeStore:
         self._lock_file = self._acquire_process_lock()
         shard_dir = self.directory / "shard"
         config = qe.EdgeConfig(
-            vectors={VECTOR_NAME: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            # IDF is the engine's: it knows the document frequencies of everything stored.
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             max_search_threads=search_threads,
         )
         try:
@@ -65,7 +113,9 @@ class EdgeStore:
         except Exception as exc:  # qdrant_edge raises plain Exception with the engine's message
             self._release_process_lock()
             hint = ""
-            if "incompatible" in str(exc).lower():
+            if SPARSE_VECTOR in str(exc):
+                hint = " (the store was created before hybrid search and has no BM25 vectors: re-index into a new DATA_DIR)"
+            elif "incompatible" in str(exc).lower():
                 hint = " (EMBED_MODEL changed? its vectors differ from the stored ones: use a new DATA_DIR)"
             raise StoreUnavailable(f"could not open the embedded Qdrant Edge store at {shard_dir}: {exc}{hint}") from exc
         self._ensure_indexes()
@@ -122,23 +172,15 @@ class EdgeStore:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
             self._update(
-                qe.UpdateOperation.upsert_points(
-                    [qe.Point(p.id, {VECTOR_NAME: p.vector.astype(np.float32).tolist()}, p.payload) for p in batch]
-                )
+                qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in batch])
             )
 
-    def search(self, vector: np.ndarray, flt: Filter, limit: int) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(vector.astype(np.float32).tolist(), using=VECTOR_NAME),
-            filter=_filter(flt),
-            with_payload=True,
-        )
+    def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
         try:
-            points = self._shard.query(request)
+            points = self._shard.query(_request(query, flt, limit))
         except Exception as exc:
             raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points]
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None

@@ -16,11 +16,20 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from backend.errors import StoreUnavailable
-from backend.retrieval.store import INTEGER_INDEXES, KEYWORD_INDEXES, Filter, Hit, PointRecord
+from backend.retrieval.store import (
+    DENSE_VECTOR,
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    SPARSE_VECTOR,
+    Filter,
+    Hit,
+    PointRecord,
+    SearchQuery,
+    SparseVec,
+)
 
 log = logging.getLogger(__name__)
 
-VECTOR_NAME = "dense"
 UPSERT_BATCH = 512
 # Errors of qdrant-client and its transports that mean "the store failed", translated to StoreUnavailable.
 CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, ConnectionError, OSError, TimeoutError)
@@ -35,6 +44,46 @@ def _filter(flt: Filter) -> models.Filter:
         must=[_condition(k, v) for k, v in flt.must.items()] or None,
         must_not=[_condition(k, v) for k, v in flt.must_not.items()] or None,
     )
+
+
+def _sparse(vec: SparseVec) -> models.SparseVector:
+    return models.SparseVector(indices=list(vec.indices), values=list(vec.values))
+
+
+def _vectors(p: PointRecord) -> dict:
+    vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
+    if p.sparse is not None and p.sparse.indices:
+        vectors[SPARSE_VECTOR] = _sparse(p.sparse)
+    return vectors
+
+
+def _query_args(query: SearchQuery, flt: Filter, limit: int) -> dict:
+    """query_points arguments for a dense, sparse or fused (prefetch both, fuse on the server) query."""
+    dense = query.dense.astype(np.float32).tolist() if query.dense is not None else None
+    sparse = _sparse(query.sparse) if query.sparse is not None else None
+    common = {"query_filter": _filter(flt), "limit": limit, "with_payload": True,
+              "with_vectors": [DENSE_VECTOR] if query.with_dense else False}
+    if query.mode == "dense":
+        return {**common, "query": dense, "using": DENSE_VECTOR}
+    if query.mode == "sparse":
+        return {**common, "query": sparse, "using": SPARSE_VECTOR}
+    candidates = max(query.candidates, limit)
+    prefetch = [
+        models.Prefetch(query=dense, using=DENSE_VECTOR, filter=_filter(flt), limit=candidates),
+        models.Prefetch(query=sparse, using=SPARSE_VECTOR, filter=_filter(flt), limit=candidates),
+    ]
+    if query.fusion == "rrf":
+        fused = models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=list(query.weights)))
+    else:
+        fused = models.FusionQuery(fusion=models.Fusion.DBSF)
+    return {**common, "prefetch": prefetch, "query": fused}
+
+
+def _dense_of(point) -> np.ndarray | None:
+    vectors = point.vector
+    if isinstance(vectors, dict) and DENSE_VECTOR in vectors:
+        return np.asarray(vectors[DENSE_VECTOR], dtype=np.float32)
+    return None
 
 
 class QdrantServerStore:
@@ -64,16 +113,23 @@ class QdrantServerStore:
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
                 self.collection,
-                vectors_config={VECTOR_NAME: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+                vectors_config={DENSE_VECTOR: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+                # IDF is the server's: it knows the document frequencies of everything stored.
+                sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
         else:
             info = self.client.get_collection(self.collection)
             vectors = info.config.params.vectors
-            params = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+            params = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
             if params is None or params.size != self.dim:
                 raise StoreUnavailable(
-                    f"collection {self.collection!r} at {self.where} does not hold {self.dim}-dim '{VECTOR_NAME}' "
+                    f"collection {self.collection!r} at {self.where} does not hold {self.dim}-dim '{DENSE_VECTOR}' "
                     "vectors (EMBED_MODEL changed?): use another QDRANT_COLLECTION"
+                )
+            if SPARSE_VECTOR not in (info.config.params.sparse_vectors or {}):
+                raise StoreUnavailable(
+                    f"collection {self.collection!r} at {self.where} has no '{SPARSE_VECTOR}' sparse vectors (created "
+                    "before hybrid search): re-index into another QDRANT_COLLECTION"
                 )
         schema = self.client.get_collection(self.collection).payload_schema or {}
         for name in KEYWORD_INDEXES:
@@ -92,23 +148,14 @@ class QdrantServerStore:
     def upsert(self, points: Sequence[PointRecord]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
-                models.PointStruct(id=p.id, vector={VECTOR_NAME: p.vector.astype(np.float32).tolist()}, payload=p.payload)
+                models.PointStruct(id=p.id, vector=_vectors(p), payload=p.payload)
                 for p in points[start : start + UPSERT_BATCH]
             ]
             self._call(self.client.upsert, "write points", self.collection, points=batch, wait=True)
 
-    def search(self, vector: np.ndarray, flt: Filter, limit: int) -> list[Hit]:
-        response = self._call(
-            self.client.query_points,
-            "search",
-            self.collection,
-            query=vector.astype(np.float32).tolist(),
-            using=VECTOR_NAME,
-            query_filter=_filter(flt),
-            limit=limit,
-            with_payload=True,
-        )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+    def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
+        response = self._call(self.client.query_points, "search", self.collection, **_query_args(query, flt, limit))
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in response.points]
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None

@@ -1,17 +1,55 @@
-"""Query-time retrieval: embed the question, search one space, return scored chunks with timings."""
+"""Query-time retrieval: encode the question, search one space (dense, BM25 or hybrid), optionally rerank.
+
+Scores. `score` is what the ranking used: cosine (dense), BM25 (sparse), the fused score (hybrid: RRF
+or DBSF, not comparable to a cosine) or the cross-encoder's score (rerank). `dense_score` is the cosine
+between question and chunk whenever the dense vector took part (dense, hybrid), so a relevance threshold
+means the same thing in both modes.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from backend.errors import InvalidRequest, SpaceNotFound
 from backend.retrieval.documents import DocumentIndex, validate_space
 from backend.retrieval.embedder import Embedder
+from backend.retrieval.rerank import Reranker
+from backend.retrieval.sparse import SparseEncoder
+from backend.retrieval.store import SEARCH_MODES, SearchQuery
 
 MAX_QUERY_CHARS = 2000
 # Payload keys returned with every result (the embedded text itself is "text").
 RESULT_FIELDS = ("text", "doc_id", "path", "chunk_index", "page", "heading", "content_hash")
+# Identifier-like words: with a digit or an underscore (ERR-4521, v3.14.2, max_conn_pool, OPS-2291).
+_IDENTIFIER = re.compile(r"[\w][\w.\-/]*[\w]")
+
+
+def identifier_terms(text: str) -> list[str]:
+    """The question's identifier-like words (lower-cased): codes, ids, versions, config keys."""
+    return [w.lower() for w in _IDENTIFIER.findall(text) if len(w) >= 3 and any(c.isdigit() or c == "_" for c in w)]
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Query-time knobs (from the settings; the mode can be overridden per request)."""
+
+    mode: str = "hybrid"
+    fusion: str = "rrf"
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    rrf_k: int = 60
+    candidates: int = 40
+    rerank_candidates: int = 20
+    max_top_k: int = 50
+
+    @classmethod
+    def from_settings(cls, s) -> "RetrievalConfig":
+        return cls(s.search_mode, s.fusion, s.hybrid_dense_weight, s.hybrid_sparse_weight, s.rrf_k,
+                   s.hybrid_candidates, s.rerank_candidates, s.search_max_top_k)
 
 
 @dataclass
@@ -20,32 +58,86 @@ class Retrieved:
 
     results: list[dict]
     timings: dict = field(default_factory=dict)
+    mode: str = "hybrid"
+    reranked: bool = False
 
 
 class Retriever:
-    """Embeds a query and searches one space."""
+    """Encodes a query and searches one space."""
 
-    def __init__(self, embedder: Embedder, index: DocumentIndex, max_top_k: int = 50):
+    def __init__(
+        self,
+        embedder: Embedder,
+        sparse: SparseEncoder,
+        index: DocumentIndex,
+        config: RetrievalConfig = RetrievalConfig(),
+        reranker: Reranker | None = None,
+    ):
         self.embedder = embedder
+        self.sparse = sparse
         self.index = index
-        self.max_top_k = max_top_k
+        self.config = config
+        self.reranker = reranker
 
-    def search(self, q: str, space_id: str, top_k: int = 5) -> Retrieved:
+    @property
+    def max_top_k(self) -> int:
+        return self.config.max_top_k
+
+    def _check(self, q: str, space_id: str, top_k: int, mode: str | None, rerank: bool | None) -> tuple[str, str, bool]:
         validate_space(space_id)
         q = (q or "").strip()
         if not q:
             raise InvalidRequest("q must not be empty")
         if len(q) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"q is too long ({len(q)} characters, at most {MAX_QUERY_CHARS})")
-        if not 1 <= top_k <= self.max_top_k:
-            raise InvalidRequest(f"top_k must be between 1 and {self.max_top_k}")
+        if not 1 <= top_k <= self.config.max_top_k:
+            raise InvalidRequest(f"top_k must be between 1 and {self.config.max_top_k}")
+        mode = mode or self.config.mode
+        if mode not in SEARCH_MODES:
+            raise InvalidRequest(f"mode must be one of {', '.join(SEARCH_MODES)}")
+        if rerank and self.reranker is None:
+            raise InvalidRequest("rerank was requested but no reranking model is configured (RERANK_MODEL)")
+        return q, mode, self.reranker is not None if rerank is None else rerank
+
+    def search(self, q: str, space_id: str, top_k: int = 5, mode: str | None = None, rerank: bool | None = None) -> Retrieved:
+        q, mode, rerank = self._check(q, space_id, top_k, mode, rerank)
         t0 = time.perf_counter()
-        vector = self.embedder.embed_query(q)
+        dense = self.embedder.embed_query(q) if mode != "sparse" else None
+        sparse = self.sparse.embed_query(q) if mode != "dense" else None
         t1 = time.perf_counter()
-        hits = self.index.search(space_id, vector, top_k)
+        if mode == "hybrid" and not sparse.indices:
+            mode, sparse = "dense", None  # a question of stopwords only: BM25 has nothing to add
+        if mode == "sparse" and not sparse.indices:
+            hits = []
+        else:
+            c = self.config
+            query = SearchQuery(
+                mode=mode, dense=dense, sparse=sparse, fusion=c.fusion, weights=(c.dense_weight, c.sparse_weight),
+                rrf_k=c.rrf_k, candidates=c.candidates, with_dense=(mode == "hybrid"),
+            )
+            limit = max(top_k, c.rerank_candidates) if rerank else top_k
+            hits = self.index.search(space_id, query, limit)
         t2 = time.perf_counter()
         if not hits and self.index.count(space_id) == 0:
             raise SpaceNotFound(f"space {space_id!r} has no documents; index some with cli.index_cli or POST /documents")
-        results = [{"score": round(h.score, 6), **{k: h.payload.get(k) for k in RESULT_FIELDS}} for h in hits]
+        results = []
+        for h in hits:
+            if mode == "dense":
+                dense_score = h.score
+            elif h.dense is not None and dense is not None:
+                dense_score = float(np.dot(h.dense, dense) / max(np.linalg.norm(h.dense), 1e-12))
+            else:
+                dense_score = None
+            results.append({
+                "score": round(h.score, 6),
+                "dense_score": None if dense_score is None else round(dense_score, 6),
+                **{k: h.payload.get(k) for k in RESULT_FIELDS},
+            })
         timings = {"embed_ms": round((t1 - t0) * 1000, 3), "search_ms": round((t2 - t1) * 1000, 3)}
-        return Retrieved(results=results, timings=timings)
+        if rerank and results:
+            scores = self.reranker.rerank(q, [r["text"] or "" for r in results])
+            for r, s in zip(results, scores):
+                r["score"] = round(s, 6)
+            results.sort(key=lambda r: -r["score"])
+            timings["rerank_ms"] = round((time.perf_counter() - t2) * 1000, 3)
+        return Retrieved(results=results[:top_k], timings=timings, mode=mode, reranked=bool(rerank and results))

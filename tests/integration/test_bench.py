@@ -27,7 +27,8 @@ def test_retrieval_benchmark_measures_a_real_backend(tmp_path):
     out = tmp_path / "retrieval.json"
     args = ["--json", str(out), "--work-dir", str(tmp_path), "retrieval", "--sizes", "3000", "--queries", "20"]
     assert bench.main(args) == 0
-    (row,) = json.loads(out.read_text())["sizes"]
-    assert row["chunks"] == 3000
-    assert 0 < row["embed_p50_ms"] <= row["search_http_p50_ms"]
-    assert 0 < row["store_p50_ms"] <= row["search_http_p99_ms"]
+    rows = json.loads(out.read_text())["sizes"]
+    assert [(r["chunks"], r["mode"]) for r in rows] == [(3000, "dense"), (3000, "hybrid")]
+    for row in rows:
+        assert 0 < row["embed_p50_ms"] <= row["search_http_p50_ms"]
+        assert 0 < row["store_p50_ms"] <= row["search_http_p99_ms"]

@@ -8,7 +8,8 @@ import pytest
 
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.retrieval.documents import make_point_id
-from backend.retrieval.store import Filter, PointRecord
+from backend.retrieval.sparse import Bm25Encoder
+from backend.retrieval.store import Filter, PointRecord, SearchQuery
 
 DIM = 16
 
@@ -39,6 +40,10 @@ def _unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def _dense(vector: np.ndarray) -> SearchQuery:
+    return SearchQuery("dense", dense=vector)
+
+
 def _points(space: str, doc: str, n: int, seed: int = 0) -> list[PointRecord]:
     return [
         PointRecord(make_point_id(space, doc, "v1", i), _unit(seed + i), {"space_id": space, "doc_id": doc, "chunk_index": i, "text": f"{doc}-{i}"})
@@ -55,12 +60,12 @@ def test_upsert_count_and_idempotent_ids(store):
 
 def test_search_is_filtered_by_space_and_ranked(store):
     store.upsert(_points("a", "d1", 10, seed=0) + _points("b", "d2", 10, seed=100))
-    hits = store.search(_unit(3), Filter(must={"space_id": "a"}), 4)
+    hits = store.search(_dense(_unit(3)), Filter(must={"space_id": "a"}), 4)
     assert len(hits) == 4
     assert hits[0].payload["text"] == "d1-3" and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert all(h.payload["space_id"] == "a" for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    assert store.search(_unit(3), Filter(must={"space_id": "none"}), 4) == []
+    assert store.search(_dense(_unit(3)), Filter(must={"space_id": "none"}), 4) == []
 
 
 def test_scroll_returns_every_payload_with_field_selection(store):
@@ -81,7 +86,7 @@ def test_set_payload_by_filter_moves_points_between_spaces(store):
     store.upsert(_points("~staging:a", "d1", 3))
     store.set_payload(Filter(must={"space_id": "~staging:a", "doc_id": "d1"}), {"space_id": "a"})
     assert store.count(Filter(must={"space_id": "a"})) == 3
-    hit = store.search(_unit(1), Filter(must={"space_id": "a"}), 1)[0]
+    hit = store.search(_dense(_unit(1)), Filter(must={"space_id": "a"}), 1)[0]
     assert hit.payload["text"] == "d1-1"  # other payload keys kept
 
 
@@ -119,3 +124,86 @@ def test_qdrant_adapter_translates_connection_errors():
 
     with pytest.raises(StoreUnavailable, match="127.0.0.1:9"):
         QdrantServerStore.from_url("http://127.0.0.1:9", "chunks", DIM, timeout_s=1)
+
+
+# -- sparse (BM25) and hybrid: the same contract over both engines ------------------------------------------
+TEXTS = [
+    "Error ERR-4521 means the backup volume is full; free space and rerun the job.",
+    "The on-call engineer acknowledges pages within fifteen minutes.",
+    "Backups run nightly; a failed backup pages the on-call engineer.",
+    "Vacation requests need the manager's approval two weeks ahead.",
+]
+
+
+def _text_points(space: str, bm25: Bm25Encoder) -> list[PointRecord]:
+    sparse = bm25.embed_documents(TEXTS)
+    return [
+        PointRecord(make_point_id(space, f"d{i}", "v1", 0), _unit(i), {"space_id": space, "doc_id": f"d{i}", "text": t}, sparse[i])
+        for i, t in enumerate(TEXTS)
+    ]
+
+
+def test_sparse_search_ranks_by_bm25_within_the_space(store):
+    bm25 = Bm25Encoder()
+    store.upsert(_text_points("a", bm25) + _text_points("b", bm25))
+    hits = store.search(SearchQuery("sparse", sparse=bm25.embed_query("what does ERR-4521 mean")), Filter(must={"space_id": "a"}), 3)
+    assert hits[0].payload["doc_id"] == "d0" and all(h.payload["space_id"] == "a" for h in hits)
+    # Stemming: "backups" and "failed" meet "backup"/"failed" in other inflections.
+    hits = store.search(SearchQuery("sparse", sparse=bm25.embed_query("backup failing")), Filter(must={"space_id": "a"}), 2)
+    assert hits[0].payload["doc_id"] == "d2"
+    nothing = bm25.embed_query("zebra quantum")
+    assert store.search(SearchQuery("sparse", sparse=nothing), Filter(must={"space_id": "a"}), 3) == []
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
+def test_hybrid_fuses_both_lists_in_the_engine(store, fusion):
+    bm25 = Bm25Encoder()
+    store.upsert(_text_points("a", bm25))
+    # The dense vector points at d3, BM25 at d0: both must come back, fused, with the dense vectors attached.
+    query = SearchQuery("hybrid", dense=_unit(3), sparse=bm25.embed_query("ERR-4521"), fusion=fusion, with_dense=True)
+    hits = store.search(query, Filter(must={"space_id": "a"}), 2)
+    assert {h.payload["doc_id"] for h in hits} == {"d0", "d3"}
+    assert all(h.dense is not None and h.dense.shape == (DIM,) for h in hits)
+    d3 = next(h for h in hits if h.payload["doc_id"] == "d3")
+    assert float(np.dot(d3.dense, _unit(3))) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_rrf_weights_decide_which_list_wins(store):
+    bm25 = Bm25Encoder()
+    store.upsert(_text_points("a", bm25))
+    flt = Filter(must={"space_id": "a"})
+
+    def top(weights):
+        # One candidate per list: the top of each list meets the other only through the weights.
+        q = SearchQuery("hybrid", dense=_unit(3), sparse=bm25.embed_query("ERR-4521"), weights=weights, candidates=1)
+        return store.search(q, flt, 1)[0].payload["doc_id"]
+
+    assert top((1.0, 3.0)) == "d0"
+    assert top((3.0, 1.0)) == "d3"
+
+
+def test_search_query_needs_the_vectors_its_mode_uses():
+    with pytest.raises(ValueError, match="dense vector"):
+        SearchQuery("hybrid", sparse=Bm25Encoder().embed_query("x"))
+    with pytest.raises(ValueError, match="sparse vector"):
+        SearchQuery("sparse")
+    with pytest.raises(ValueError, match="unknown search mode"):
+        SearchQuery("fuzzy", dense=_unit(0))
+
+
+def test_stores_made_before_hybrid_search_get_a_clear_error(tmp_path):
+    import qdrant_edge as qe
+    from qdrant_client import QdrantClient, models
+
+    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.qdrant_store import QdrantServerStore
+
+    config = qe.EdgeConfig(vectors={"dense": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)})
+    qe.EdgeShard.create(str(tmp_path / "edge" / "shard"), config).close()
+    with pytest.raises(StoreUnavailable, match="before hybrid search"):
+        EdgeStore(tmp_path / "edge", DIM)
+    client = QdrantClient(path=str(tmp_path / "local"))
+    client.create_collection("chunks", vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)})
+    with pytest.raises(StoreUnavailable, match="before hybrid search"):
+        QdrantServerStore(client, "chunks", DIM, where="local")
+    client.close()

@@ -1,0 +1,132 @@
+"""BM25 sparse vectors, computed with the BM25 encoder that ships inside Qdrant Edge.
+
+The same vectors go to both stores (Edge and a Qdrant server): term weights are BM25's term-frequency
+part, and the engine multiplies in IDF at query time (the collection's sparse vector has the IDF
+modifier), so the statistics are always those of what is actually stored.
+
+Languages. The engine offers stemmers and stopwords for Russian and English (and ~20 more), none for
+Polish. With `BM25_LANGUAGE=auto` each chunk is analysed by the analyzer of its detected language:
+  - Cyrillic text -> `russian` (Snowball stemmer + stopwords),
+  - Latin text with non-English letters (Polish diacritics, ...) -> `neutral`: no stemming, no stopwords,
+    accents folded (so `blad` finds `błąd`, as users type without diacritics),
+  - other Latin text -> `english` (Snowball stemmer + stopwords).
+A query is analysed by every analyzer and the term sets are united: its terms then meet each document
+in the form that document was indexed in, without guessing the query's language (which is unreliable
+for a five-word question, and irrelevant to cross-language search). A fixed language (`english`,
+`russian`, `german`, ...) analyses everything one way; `none` uses the neutral analyzer only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence
+
+import qdrant_edge as qe
+
+from backend.retrieval.store import SparseVec
+
+# Bump when the analysis changes (documents are then re-indexed: it is part of their version).
+ANALYSIS_VERSION = "1"
+# Words per chunk, roughly: BM25 normalises term frequency by length relative to this.
+WORDS_PER_TOKEN = 0.75
+_POLISH_LETTERS = set("ąćęłńóśźżĄĆĘŁŃÓŚŹŻ")
+
+
+class SparseEncoder(Protocol):
+    """Text -> sparse vector, for documents (term weights) and queries (the terms to match)."""
+
+    def embed_documents(self, texts: Sequence[str]) -> list[SparseVec]:
+        ...
+
+    def embed_query(self, text: str) -> SparseVec:
+        ...
+
+    def fingerprint(self) -> str:
+        """Everything that shapes the vectors: part of every document's version."""
+        ...
+
+
+def detect_script_language(text: str) -> str:
+    """'russian', 'polish', 'latin-other' or 'english', from the letters alone (cheap, per chunk).
+
+    Enough to pick an analyzer for the languages the engine can stem; not a general language detector.
+    """
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return "english"
+    cyrillic = sum("\u0400" <= ch <= "\u04ff" for ch in letters)
+    if cyrillic / len(letters) > 0.3:
+        return "russian"
+    polish = sum(ch in _POLISH_LETTERS for ch in letters)
+    if polish / len(letters) > 0.004:  # Polish prose has ~5% of them; an English text quoting one name, ~0
+        return "polish"
+    if sum(not ch.isascii() for ch in letters) / len(letters) > 0.01:
+        return "latin-other"
+    return "english"
+
+
+# Analyzer per detected script for `auto`.
+AUTO_ANALYZER = {"russian": "russian", "english": "english", "polish": "neutral", "latin-other": "neutral"}
+
+
+def _analyzer(name: str, k: float, b: float, avg_len: float) -> qe.Bm25:
+    if name == "neutral":
+        config = qe.Bm25Config(
+            k=k, b=b, avg_len=avg_len, ascii_folding=True,
+            stopwords=qe.StopwordsSet(languages=set(), custom=set()), stemmer=qe.DisabledStemmer(),
+        )
+    else:
+        config = qe.Bm25Config(k=k, b=b, avg_len=avg_len, language=name)
+    try:
+        return qe.Bm25(config)
+    except ValueError as exc:  # settings validate BM25_LANGUAGE with this very constructor
+        raise ValueError(f"BM25_LANGUAGE={name!r}: {exc} (use auto, none or a language the engine stems)") from exc
+
+
+def _vec(sparse: qe.SparseVector) -> SparseVec:
+    return SparseVec(list(sparse.indices), list(sparse.values))
+
+
+def _union(vectors: Iterable[qe.SparseVector]) -> SparseVec:
+    terms: dict[int, float] = {}
+    for v in vectors:
+        for i, w in zip(v.indices, v.values):
+            terms[i] = max(w, terms.get(i, 0.0))
+    ordered = sorted(terms)
+    return SparseVec(ordered, [terms[i] for i in ordered])
+
+
+@dataclass
+class Bm25Encoder:
+    """BM25 with per-chunk language analysis (`auto`), one fixed language, or none (`none`)."""
+
+    language: str = "auto"
+    k: float = 1.2
+    b: float = 0.75
+    avg_len: float = 150.0
+
+    def __post_init__(self) -> None:
+        self.language = self.language.strip().lower()
+        names = sorted(set(AUTO_ANALYZER.values())) if self.language == "auto" else [
+            "neutral" if self.language == "none" else self.language
+        ]
+        self._analyzers = {name: _analyzer(name, self.k, self.b, self.avg_len) for name in names}
+
+    def _doc_analyzer(self, text: str) -> qe.Bm25:
+        if self.language == "auto":
+            return self._analyzers[AUTO_ANALYZER[detect_script_language(text)]]
+        return next(iter(self._analyzers.values()))
+
+    def embed_documents(self, texts: Sequence[str]) -> list[SparseVec]:
+        return [_vec(self._doc_analyzer(t).embed_document(t)) for t in texts]
+
+    def embed_query(self, text: str) -> SparseVec:
+        return _union(a.embed_query(text) for a in self._analyzers.values())
+
+    def fingerprint(self) -> str:
+        return f"bm25:{self.language}:k={self.k}:b={self.b}:avg={self.avg_len}:v{ANALYSIS_VERSION}"
+
+
+def create_sparse_encoder(settings) -> SparseEncoder:
+    """The BM25 encoder configured by BM25_LANGUAGE (its length norm follows CHUNK_TOKENS)."""
+    return Bm25Encoder(language=settings.bm25_language, avg_len=round(settings.chunk_tokens * WORDS_PER_TOKEN))

@@ -1,0 +1,275 @@
+"""`python -m cli.eval`: retrieval quality of a space against a golden set, per retrieval mode.
+
+    python -m cli.eval --golden eval/golden/docs.jsonl --dir docs --fresh
+    python -m cli.eval --golden eval/golden/multilingual.jsonl --dir eval/corpora/multilingual --fresh
+    python -m cli.eval --golden my.jsonl --space kb                       # a space that is already indexed
+    python -m cli.eval --golden my.jsonl --space kb --url http://127.0.0.1:8000   # through a running backend
+
+A golden set is JSON lines: {"id", "question", "answers": [{"path", "passage"?}], "tags"?, "lang"?}.
+A retrieved chunk answers when its document path equals an answer's path and, if the answer names a
+passage, the chunk's text contains it (whitespace collapsed, case folded). Metrics are per question,
+at document level (a second chunk of an answer already found gains nothing), averaged:
+  hit@k     an answer among the first k results
+  MRR       1 / rank of the first answering result (0 if none in the first --depth)
+  nDCG@k    discounted gain of the answers found, over the best possible for that many answers
+Prints Markdown tables (overall and per tag) and writes everything, per question too, to --out (JSON).
+
+`--fresh` indexes --dir into a throwaway DATA_DIR, so the numbers depend only on the files and the
+settings (EMBED_MODEL, CHUNK_TOKENS, ... from the environment or --env-file), not on what else is stored.
+Exit codes: 0 ran, 2 usage (bad golden set, settings), 3 store, 4 backend unreachable, 5 embedder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from backend.errors import EXIT_USAGE, AppError, exit_code_for
+from backend.retrieval.store import SEARCH_MODES
+from backend.settings import load_settings
+
+DEFAULT_KS = (1, 3, 5, 10)
+_MARKUP = re.compile(r"[`*]")
+
+
+def normalize(text: str) -> str:
+    """What answer matching compares: markup-free, whitespace collapsed, case folded."""
+    return " ".join(_MARKUP.sub("", text).split()).casefold()
+
+
+@dataclass(frozen=True)
+class Answer:
+    path: str
+    passage: str | None = None
+
+    def matches(self, path: str, text: str) -> bool:
+        return path == self.path and (self.passage is None or normalize(self.passage) in normalize(text))
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answers: tuple[Answer, ...]
+    tags: tuple[str, ...] = ()
+    lang: str | None = None
+
+
+def load_golden(path: Path) -> list[Question]:
+    """Parse and check a golden set; ValueError names the line that is wrong."""
+    questions, seen = [], set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            answers = tuple(Answer(a["path"], a.get("passage")) for a in row["answers"])
+            q = Question(str(row["id"]), row["question"], answers, tuple(row.get("tags", ())), row.get("lang"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: not a golden-set line ({exc})") from exc
+        if not answers or not q.question.strip():
+            raise ValueError(f"{path}:{n}: needs a question and at least one answer")
+        if q.id in seen:
+            raise ValueError(f"{path}:{n}: duplicate id {q.id!r}")
+        seen.add(q.id)
+        questions.append(q)
+    if not questions:
+        raise ValueError(f"{path}: no questions")
+    return questions
+
+
+def score_ranking(answered: list[set[int]], n_answers: int, ks: tuple[int, ...]) -> dict:
+    """Metrics of one ranking; `answered[r]` = indices of the answers the result at rank r+1 satisfies."""
+    found: set[int] = set()
+    gains = []
+    first = None
+    for rank, hit in enumerate(answered, 1):
+        new = hit - found
+        gains.append(1.0 if new else 0.0)
+        found |= hit
+        if hit and first is None:
+            first = rank
+    out = {"first_rank": first, "mrr": 1.0 / first if first else 0.0}
+    for k in ks:
+        dcg = sum(g / math.log2(r + 1) for r, g in enumerate(gains[:k], 1))
+        ideal = sum(1 / math.log2(r + 1) for r in range(1, min(k, n_answers) + 1))
+        out[f"hit@{k}"] = 1.0 if first is not None and first <= k else 0.0
+        out[f"ndcg@{k}"] = dcg / ideal
+    return out
+
+
+Search = Callable[[str, str, int], list[dict]]  # (question, mode, depth) -> results with path and text
+
+
+@dataclass
+class ModeReport:
+    mode: str
+    per_question: list[dict] = field(default_factory=list)
+    search_ms: list[float] = field(default_factory=list)
+
+    def summary(self, ks: tuple[int, ...], subset: Callable[[dict], bool] = lambda r: True) -> dict:
+        rows = [r for r in self.per_question if subset(r)]
+        keys = [f"hit@{k}" for k in ks] + ["mrr", f"ndcg@{max(ks)}"]
+        out = {key: round(sum(r[key] for r in rows) / len(rows), 4) if rows else None for key in keys}
+        out["questions"] = len(rows)
+        return out
+
+
+def evaluate(search: Search, questions: list[Question], modes: list[str], ks: tuple[int, ...], depth: int) -> list[ModeReport]:
+    reports = []
+    for mode in modes:
+        report = ModeReport(mode)
+        for q in questions:
+            start = time.perf_counter()
+            results = search(q.question, mode, depth)
+            report.search_ms.append((time.perf_counter() - start) * 1000)
+            answered = [{i for i, a in enumerate(q.answers) if a.matches(r["path"], r.get("text") or "")} for r in results]
+            metrics = score_ranking(answered, len(q.answers), ks)
+            report.per_question.append({
+                "id": q.id, "tags": list(q.tags), "lang": q.lang, **metrics,
+                "top": [r["path"] for r in results[:3]],
+            })
+        reports.append(report)
+    return reports
+
+
+def markdown_table(reports: list[ModeReport], ks: tuple[int, ...], subset=lambda r: True) -> str:
+    keys = [f"hit@{k}" for k in ks] + ["mrr", f"ndcg@{max(ks)}"]
+    lines = ["| mode | " + " | ".join(keys) + " | questions | ms/query |", "|---" * (len(keys) + 3) + "|"]
+    for rep in reports:
+        s = rep.summary(ks, subset)
+        if not s["questions"]:
+            continue
+        ms = sorted(rep.search_ms)[len(rep.search_ms) // 2]
+        lines.append(f"| {rep.mode} | " + " | ".join(f"{s[k]:.3f}" for k in keys) + f" | {s['questions']} | {ms:.1f} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cli.eval", description="Retrieval quality against a golden set.")
+    parser.add_argument("--golden", required=True, type=Path, help="golden set (JSON lines)")
+    parser.add_argument("--space", default=None, help="space to evaluate (default: eval-<golden file name>)")
+    parser.add_argument("--dir", type=Path, default=None, help="index this folder into the space first")
+    parser.add_argument("--fresh", action="store_true", help="index --dir into a throwaway DATA_DIR (needs --dir)")
+    parser.add_argument("--url", default=None, help="evaluate through a running backend's /search instead")
+    parser.add_argument("--modes", nargs="+", default=None, help=f"of {', '.join(SEARCH_MODES)}, rerank (default: all)")
+    parser.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS), help="cut-offs (default 1 3 5 10)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON report (default eval/results/<golden>.json)")
+    parser.add_argument("--env-file", default=None, help="settings file (default: .env if present)")
+    args = parser.parse_args(argv)
+    if args.fresh and not args.dir:
+        parser.error("--fresh needs --dir")
+    if args.url and (args.fresh or args.dir):
+        parser.error("--url evaluates an indexed space: index it with cli.index_cli first")
+    return args
+
+
+def _index(services, space: str, root: Path) -> dict:
+    from backend.ingest.pipeline import iter_folder
+
+    files = iter_folder(root)
+    items = [(f.relative_to(root).as_posix(), f.read_bytes) for f in files]
+    statuses: dict[str, int] = defaultdict(int)
+    for outcome in services.pipeline.ingest_many(space, items):
+        statuses[outcome.result.status] += 1
+    services.store.optimize()
+    return dict(statuses)
+
+
+def _local_search(services, space: str) -> Search:
+    def search(q: str, mode: str, depth: int) -> list[dict]:
+        rerank = mode == "rerank"
+        return services.retriever.search(q, space, depth, "hybrid" if rerank else mode, rerank).results
+
+    return search
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    ks = tuple(sorted(set(args.k)))
+    depth = max(ks)
+    space = args.space or "eval-" + re.sub(r"[^A-Za-z0-9_.-]", "-", args.golden.stem)
+    tmp = Path(tempfile.mkdtemp(prefix="rag-eval-")) if args.fresh else None
+    try:
+        questions = load_golden(args.golden)
+        settings = load_settings(args.env_file, **({"data_dir": tmp} if tmp else {}))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    modes = args.modes or list(SEARCH_MODES) + (["rerank"] if settings.rerank_model else [])
+    unknown = set(modes) - set(SEARCH_MODES) - {"rerank"}
+    if unknown:
+        print(f"error: unknown mode(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return EXIT_USAGE
+    services = client = None
+    try:
+        if args.url:
+            from cli.backend_client import BackendClient
+
+            client = BackendClient(args.url)
+            search = lambda q, mode, k: client.search(q, space, k, mode)  # noqa: E731
+            indexed = None
+            model = client.check().get("embedder", {}).get("model")
+        else:
+            from backend.services import build_services
+
+            services = build_services(settings)
+            indexed = _index(services, space, args.dir) if args.dir else None
+            search = _local_search(services, space)
+            model = services.embedder.name
+        reports = evaluate(search, questions, modes, ks, depth)
+    except AppError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exit_code_for(exc)
+    finally:
+        if services is not None:
+            services.close()
+        if client is not None:
+            client.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    tags = sorted({t for q in questions for t in q.tags})
+    print(f"## {args.golden.name}: {len(questions)} questions, space {space!r}, model {model}")
+    print(f"chunk_tokens={settings.chunk_tokens} overlap={settings.chunk_overlap} fusion={settings.fusion} "
+          f"weights=({settings.hybrid_dense_weight}, {settings.hybrid_sparse_weight}) rrf_k={settings.rrf_k} "
+          f"bm25_language={settings.bm25_language}\n")
+    print(markdown_table(reports, ks))
+    for tag in tags:
+        print(f"\n### tag: {tag}\n")
+        print(markdown_table(reports, ks, lambda r, t=tag: t in r["tags"]))
+    out = args.out or Path("eval/results") / f"{args.golden.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "golden": str(args.golden), "space": space, "embed_model": model, "indexed": indexed,
+        "settings": {k: str(getattr(settings, k)) for k in (
+            "chunk_tokens", "chunk_overlap", "fusion", "hybrid_dense_weight", "hybrid_sparse_weight", "rrf_k",
+            "hybrid_candidates", "bm25_language", "rerank_model")},
+        "modes": {
+            r.mode: {
+                "overall": r.summary(ks),
+                "by_tag": {t: r.summary(ks, lambda row, t=t: t in row["tags"]) for t in tags},
+                "median_search_ms": round(sorted(r.search_ms)[len(r.search_ms) // 2], 2),
+                "questions": r.per_question,
+            }
+            for r in reports
+        },
+    }, indent=1, ensure_ascii=False))
+    print(f"\nreport: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
