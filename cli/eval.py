@@ -31,11 +31,12 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from backend.errors import EXIT_USAGE, AppError, exit_code_for
+from backend.retrieval.retriever import RetrievalConfig
 from backend.retrieval.store import SEARCH_MODES
 from backend.settings import load_settings
 
@@ -64,6 +65,12 @@ class Question:
     answers: tuple[Answer, ...]
     tags: tuple[str, ...] = ()
     lang: str | None = None
+    doc_lang: str | None = None
+
+    @property
+    def pair(self) -> str | None:
+        """'pl→ru': question language → answer document language, when the golden set says both."""
+        return f"{self.lang}→{self.doc_lang}" if self.lang and self.doc_lang else None
 
 
 def load_golden(path: Path) -> list[Question]:
@@ -75,7 +82,9 @@ def load_golden(path: Path) -> list[Question]:
         try:
             row = json.loads(line)
             answers = tuple(Answer(a["path"], a.get("passage")) for a in row["answers"])
-            q = Question(str(row["id"]), row["question"], answers, tuple(row.get("tags", ())), row.get("lang"))
+            q = Question(
+                str(row["id"]), row["question"], answers, tuple(row.get("tags", ())), row.get("lang"), row.get("doc_lang")
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not a golden-set line ({exc})") from exc
         if not answers or not q.question.strip():
@@ -137,7 +146,7 @@ def evaluate(search: Search, questions: list[Question], modes: list[str], ks: tu
             answered = [{i for i, a in enumerate(q.answers) if a.matches(r["path"], r.get("text") or "")} for r in results]
             metrics = score_ranking(answered, len(q.answers), ks)
             report.per_question.append({
-                "id": q.id, "tags": list(q.tags), "lang": q.lang, **metrics,
+                "id": q.id, "tags": list(q.tags), "pair": q.pair, **metrics,
                 "top": [r["path"] for r in results[:3]],
             })
         reports.append(report)
@@ -156,6 +165,15 @@ def markdown_table(reports: list[ModeReport], ks: tuple[int, ...], subset=lambda
     return "\n".join(lines)
 
 
+def pair_table(reports: list[ModeReport], ks: tuple[int, ...], pairs: list[str]) -> str:
+    """MRR per question language → document language (how cross-language retrieval fares)."""
+    lines = ["| mode | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for rep in reports:
+        cells = [rep.summary(ks, lambda r, p=p: r["pair"] == p)["mrr"] for p in pairs]
+        lines.append(f"| {rep.mode} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cli.eval", description="Retrieval quality against a golden set.")
     parser.add_argument("--golden", required=True, type=Path, help="golden set (JSON lines)")
@@ -163,7 +181,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, default=None, help="index this folder into the space first")
     parser.add_argument("--fresh", action="store_true", help="index --dir into a throwaway DATA_DIR (needs --dir)")
     parser.add_argument("--url", default=None, help="evaluate through a running backend's /search instead")
-    parser.add_argument("--modes", nargs="+", default=None, help=f"of {', '.join(SEARCH_MODES)}, rerank (default: all)")
+    parser.add_argument(
+        "--modes", nargs="+", default=None,
+        help=f"of {', '.join(SEARCH_MODES)}, rerank, and fusion variants hybrid:dbsf, hybrid:rrf:K:DENSE_W:SPARSE_W "
+        "(default: dense sparse hybrid, and rerank when RERANK_MODEL is set)",
+    )
     parser.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS), help="cut-offs (default 1 3 5 10)")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default eval/results/<golden>.json)")
     parser.add_argument("--env-file", default=None, help="settings file (default: .env if present)")
@@ -187,10 +209,30 @@ def _index(services, space: str, root: Path) -> dict:
     return dict(statuses)
 
 
+def fusion_variant(config, spec: str):
+    """The retrieval config for a mode spec `hybrid:dbsf` or `hybrid:rrf:K:DENSE_W:SPARSE_W` (a sweep)."""
+    parts = spec.split(":")[1:]
+    try:
+        if parts == ["dbsf"]:
+            return replace(config, fusion="dbsf")
+        if len(parts) == 4 and parts[0] == "rrf":
+            return replace(config, fusion="rrf", rrf_k=int(parts[1]), dense_weight=float(parts[2]), sparse_weight=float(parts[3]))
+    except ValueError:
+        pass
+    raise ValueError(f"bad mode {spec!r}: use hybrid:dbsf or hybrid:rrf:K:DENSE_WEIGHT:SPARSE_WEIGHT")
+
+
 def _local_search(services, space: str) -> Search:
+    retriever = services.retriever
+    default = retriever.config
+
     def search(q: str, mode: str, depth: int) -> list[dict]:
         rerank = mode == "rerank"
-        return services.retriever.search(q, space, depth, "hybrid" if rerank else mode, rerank).results
+        retriever.config = fusion_variant(default, mode) if mode.startswith("hybrid:") else default
+        try:
+            return retriever.search(q, space, depth, "hybrid" if rerank or mode.startswith("hybrid:") else mode, rerank).results
+        finally:
+            retriever.config = default
 
     return search
 
@@ -209,7 +251,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     modes = args.modes or list(SEARCH_MODES) + (["rerank"] if settings.rerank_model else [])
-    unknown = set(modes) - set(SEARCH_MODES) - {"rerank"}
+    unknown = {m for m in modes if m not in SEARCH_MODES and m != "rerank" and not m.startswith("hybrid:")}
+    try:
+        for m in modes:
+            if m.startswith("hybrid:"):
+                if args.url:
+                    raise ValueError("fusion variants need the store (not --url)")
+                fusion_variant(RetrievalConfig(), m)
+    except ValueError as exc:
+        unknown.add(str(exc))
     if unknown:
         print(f"error: unknown mode(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     for tag in tags:
         print(f"\n### tag: {tag}\n")
         print(markdown_table(reports, ks, lambda r, t=tag: t in r["tags"]))
+    pairs = sorted({q.pair for q in questions if q.pair}, key=lambda p: (p.split("→")[0] != p.split("→")[1], p))
+    if len(pairs) > 1:
+        print("\n### MRR by question language → document language\n")
+        print(pair_table(reports, ks, pairs))
     out = args.out or Path("eval/results") / f"{args.golden.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
@@ -261,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             r.mode: {
                 "overall": r.summary(ks),
                 "by_tag": {t: r.summary(ks, lambda row, t=t: t in row["tags"]) for t in tags},
+                "by_language_pair": {p: r.summary(ks, lambda row, p=p: row["pair"] == p) for p in pairs},
                 "median_search_ms": round(sorted(r.search_ms)[len(r.search_ms) // 2], 2),
                 "questions": r.per_question,
             }

@@ -29,7 +29,9 @@ class CrossEncoderReranker:
 
     def __init__(self, model: str, device: str = "cpu", batch_size: int = 16, max_length: int = 512):
         from sentence_transformers import CrossEncoder
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output
         try:
             self._model = CrossEncoder(model, device=device, max_length=max_length, local_files_only=Path(model).is_dir())
         except Exception as exc:  # hub/format errors from several libraries

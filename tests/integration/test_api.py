@@ -55,6 +55,11 @@ def test_upload_search_list_delete_roundtrip(client):
     assert results[0]["path"] == "handbook.pdf" and results[0]["page"] == 2
     assert {"text", "score", "doc_id", "path", "chunk_index"} <= set(results[0])
     assert response.json()["timings"]["embed_ms"] > 0
+    assert response.json()["mode"] == "hybrid" and response.json()["reranked"] is False
+    assert 0 < results[0]["dense_score"] <= 1
+    for mode in ("dense", "sparse", "hybrid"):
+        body = client.get("/search", params={"q": "backups nightly NAS", "space_id": "team", "mode": mode}).json()
+        assert body["mode"] == mode and body["results"][0]["path"] == "handbook.pdf"
 
     listing = client.get("/documents", params={"space_id": "team"}).json()["documents"]
     assert [d["path"] for d in listing] == ["faq.html", "handbook.pdf", "notes.docx"]
@@ -105,6 +110,9 @@ def test_request_validation_errors_are_json(client):
     assert_error(client.get("/search", params={"q": "x", "space_id": "team", "top_k": 0}), 400, "invalid_request")
     assert_error(client.get("/search", params={"q": "x", "space_id": "team", "top_k": 10_000}), 400, "invalid_request")
     assert_error(client.get("/search", params={"q": "  ", "space_id": "team"}), 400, "invalid_request")
+    assert_error(client.get("/search", params={"q": "x", "space_id": "team", "mode": "fuzzy"}), 422, "validation_error")
+    # No RERANK_MODEL configured: asking for reranking is the client's mistake, said plainly.
+    assert_error(client.get("/search", params={"q": "x", "space_id": "team", "rerank": "true"}), 400, "invalid_request")
     assert_error(client.get("/documents", params={"space_id": "../x"}), 400, "invalid_space")
     assert_error(client.get("/nope"), 404, "not_found")
 

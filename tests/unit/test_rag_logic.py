@@ -64,3 +64,28 @@ def test_no_citations_and_non_citation_brackets():
 def test_source_formatting_names_the_location():
     text = format_source(2, {"path": "ops/guide.pdf", "page": 3, "heading": None, "text": "Body."})
     assert text == "[2] (ops/guide.pdf, page 3)\nBody."
+
+
+def test_identifier_terms_are_codes_ids_versions_and_keys():
+    from backend.retrieval.retriever import identifier_terms
+
+    q = "What does ERR-4521 mean after upgrading to v3.14.2 with max_conn_pool=10 (ticket OPS-2291)?"
+    terms = identifier_terms(q)
+    assert {"err-4521", "v3.14.2", "max_conn_pool", "ops-2291"} <= set(terms)
+    assert not {"what", "does", "mean", "upgrading"} & set(terms)
+    assert identifier_terms("how do backups work?") == []
+
+
+def test_relevance_uses_the_cosine_and_keeps_verbatim_identifier_matches():
+    from backend.rag import relevant_hits
+
+    hits = [
+        {"text": "Error ERR-4521: the volume is full.", "dense_score": 0.12, "score": 0.03},
+        {"text": "Backups run nightly.", "dense_score": 0.55, "score": 0.02},
+        {"text": "Unrelated lunch menu.", "dense_score": 0.05, "score": 0.01},
+        {"text": "BM25-only result", "dense_score": None, "score": 4.2},
+    ]
+    kept = relevant_hits("what is err-4521?", hits, 0.2)
+    assert [h["text"] for h in kept] == [hits[0]["text"], hits[1]["text"], hits[3]["text"]]
+    # Without the identifier in the question, the low-cosine chunk is not relevant.
+    assert hits[0] not in relevant_hits("why is the volume full?", hits, 0.2)
