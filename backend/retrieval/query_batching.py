@@ -59,7 +59,7 @@ class QueryBatcher:
 
     def _run(self, batch: list[_Job]) -> None:
         try:
-            vectors = self.embedder.embed_documents([j.text for j in batch])
+            vectors = self.embedder.embed_queries([j.text for j in batch])
             for j, vector in zip(batch, vectors):
                 j.vector = vector
         except BaseException as exc:  # every query of the pass gets the embedder's error

@@ -22,7 +22,7 @@ class SlowEmbedder:
         self.batches: list[list[str]] = []
         self.fail_on = fail_on
 
-    def embed_documents(self, texts):
+    def embed_queries(self, texts):
         with self.lock:
             self.batches.append(list(texts))
             time.sleep(0.02)

