@@ -16,7 +16,8 @@ Prints Markdown tables (overall and per tag) and writes everything, per question
 
 `--fresh` indexes --dir into a throwaway DATA_DIR, so the numbers depend only on the files and the
 settings (EMBED_MODEL, CHUNK_TOKENS, ... from the environment or --env-file), not on what else is stored.
-Exit codes: 0 ran, 2 usage (bad golden set, settings), 3 store, 4 backend unreachable, 5 embedder.
+Exit codes: 0 ran, 2 usage (bad golden set, settings, a space with no documents), 3 store, 4 backend
+unreachable, 5 embedder.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from backend.errors import EXIT_USAGE, AppError, exit_code_for
+from backend.errors import EXIT_USAGE, AppError, NotFound, exit_code_for
 from backend.retrieval.retriever import RetrievalConfig
 from backend.retrieval.store import SEARCH_MODES
 from backend.settings import load_settings
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = evaluate(search, questions, modes, ks, depth)
     except AppError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return exit_code_for(exc)
+        return EXIT_USAGE if isinstance(exc, NotFound) else exit_code_for(exc)
     finally:
         if services is not None:
             services.close()
