@@ -8,7 +8,6 @@ means the same thing in both modes.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -18,19 +17,13 @@ from backend.errors import InvalidRequest, SpaceNotFound
 from backend.retrieval.documents import DocumentIndex, validate_space
 from backend.retrieval.embedder import Embedder
 from backend.retrieval.rerank import Reranker
-from backend.retrieval.sparse import SparseEncoder
+from backend.retrieval.sparse import SparseEncoder, identifier_terms
 from backend.retrieval.store import SEARCH_MODES, SearchQuery
 
 MAX_QUERY_CHARS = 2000
 # Payload keys returned with every result (the embedded text itself is "text").
 RESULT_FIELDS = ("text", "doc_id", "path", "chunk_index", "page", "heading", "content_hash")
-# Identifier-like words: with a digit or an underscore (ERR-4521, v3.14.2, max_conn_pool, OPS-2291).
-_IDENTIFIER = re.compile(r"[\w][\w.\-/]*[\w]")
-
-
-def identifier_terms(text: str) -> list[str]:
-    """The question's identifier-like words (lower-cased): codes, ids, versions, config keys."""
-    return [w.lower() for w in _IDENTIFIER.findall(text) if len(w) >= 3 and any(c.isdigit() or c == "_" for c in w)]
+__all__ = ["Retriever", "RetrievalConfig", "Retrieved", "identifier_terms"]
 
 
 @dataclass(frozen=True)

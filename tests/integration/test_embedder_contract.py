@@ -9,6 +9,7 @@ import pytest
 from backend.errors import EmbedderError
 from backend.retrieval.embedder import ENGINE_MODELS, EMBEDDERS, OnnxEmbedder, SentenceTransformerEmbedder, create_embedder
 from backend.settings import Settings
+from tests.conftest import MINILM
 
 TEXTS = ["Backups run nightly at 02:00.", "Kopie zapasowe są robione co noc.", "x", "word " * 400]
 
@@ -49,7 +50,9 @@ def test_onnx_and_torch_give_the_same_vectors(embedder, torch_embedder):
 
 def test_registry_builds_each_backend(model_cache, tmp_path):
     for backend, cls in (("onnx", OnnxEmbedder), ("torch", SentenceTransformerEmbedder)):
-        settings = Settings(_env_file=None, data_dir=tmp_path, MODEL_CACHE_DIR=model_cache, embed_backend=backend)
+        settings = Settings(
+            _env_file=None, data_dir=tmp_path, MODEL_CACHE_DIR=model_cache, embed_backend=backend, embed_model=MINILM
+        )
         assert isinstance(EMBEDDERS[backend](settings), cls)
 
 

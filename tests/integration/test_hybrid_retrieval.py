@@ -15,7 +15,7 @@ from backend.services import build_services
 SERVICES = ["billing", "search", "auth", "export", "import", "mailer", "scheduler", "reports", "gateway", "storage"]
 CODES = [f"ERR-{4000 + 317 * i}" for i in range(len(SERVICES))]
 VERSIONS = [f"v3.{i}.{(7 * i) % 10}" for i in range(len(SERVICES))]
-CONFIG_KEYS = [f"{svc}.max_conn_pool" for svc in SERVICES]
+CONFIG_KEYS = [f"pool_{1000 + 37 * i}.max_conn" for i in range(len(SERVICES))]
 
 
 def _runbook(i: int) -> bytes:
@@ -74,7 +74,7 @@ def test_results_carry_the_dense_cosine_in_every_mode_that_has_one(svc):
     hybrid = svc.retriever.search(f"error {CODES[3]}", "ops", 3, "hybrid")
     assert hybrid.mode == "hybrid"
     assert all(0 < r["dense_score"] <= 1 for r in hybrid.results)
-    assert hybrid.results[0]["score"] < 0.1  # a fused RRF score, not a cosine
+    assert all(r["score"] != r["dense_score"] for r in hybrid.results)  # a fused score, not the cosine
     dense = svc.retriever.search(f"error {CODES[3]}", "ops", 3, "dense")
     assert [r["dense_score"] for r in dense.results] == [r["score"] for r in dense.results]
     sparse = svc.retriever.search(f"error {CODES[3]}", "ops", 3, "sparse")

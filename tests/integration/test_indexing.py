@@ -82,7 +82,7 @@ def test_listing_and_search_return_the_contract_fields(svc):
     assert doc.path == "guide/setup.pdf" and doc.chunks == 2 and len(doc.hash) == 64
     found = svc.retriever.search("where are the Kubernetes manifests?", "kb", 1).results[0]
     assert found["path"] == "guide/setup.pdf" and found["page"] == 2 and found["doc_id"] == doc.doc_id
-    assert "Kubernetes" in found["text"] and 0 < found["score"] <= 1
+    assert "Kubernetes" in found["text"] and 0 < found["dense_score"] <= 1 and found["score"] > 0
 
 
 class CrashingStore:
