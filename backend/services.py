@@ -95,7 +95,8 @@ def build_services(
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
         sparse = create_sparse_encoder(settings)
-        index = DocumentIndex(store, f"model={embedder.name};{chunker.fingerprint()}", sparse)
+        index = DocumentIndex(store, f"model={embedder.name};{chunker.fingerprint()}", sparse, embed_model=embedder.name)
+        index.check_model()
         retriever = Retriever(
             QueryBatcher(embedder), sparse, index, RetrievalConfig.from_settings(settings), reranker=reranker
         )

@@ -5,6 +5,7 @@ KEEP_VLLM=1).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from cli import index_cli
 from cli.local_backend import BackendStartError, start_backend, stop_backend
 
 ROOT = Path(__file__).resolve().parents[1]
+# The demo's own store (`make demo`); only this one is rebuilt when an older version made it unusable.
+DEMO_DATA_DIR = ROOT / "data" / "demo"
 SPACE = "demo"
 QUESTIONS = [
     "How do I index a folder of documents?",
@@ -27,6 +30,11 @@ def main() -> int:
     settings = load_settings()
     print(f"== indexing {ROOT / 'docs'} into space {SPACE!r} (DATA_DIR={settings.data_dir})")
     code = index_cli.main(["--dir", str(ROOT / "docs"), "--space", SPACE, "--quiet"])
+    if code == 3 and settings.data_dir.resolve() == DEMO_DATA_DIR and settings.embedded_store_dir.exists():
+        # A store written by an older version or another EMBED_MODEL: the demo's own, so rebuild it.
+        print(f"== rebuilding the demo store {settings.embedded_store_dir} (made by another version or model)")
+        shutil.rmtree(settings.embedded_store_dir)
+        code = index_cli.main(["--dir", str(ROOT / "docs"), "--space", SPACE, "--quiet"])
     if code not in (0, 1):
         return code
 

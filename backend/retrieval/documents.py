@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace
+from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace, StoreUnavailable
 from backend.ingest.chunking import Chunk
 from backend.retrieval.sparse import SparseEncoder
 from backend.retrieval.store import Filter, Hit, PointRecord, SearchQuery, VectorStore
@@ -86,8 +86,9 @@ class DocumentInfo:
 class DocumentIndex:
     """Document-level operations on a vector store."""
 
-    def __init__(self, store: VectorStore, fingerprint: str, sparse: SparseEncoder):
+    def __init__(self, store: VectorStore, fingerprint: str, sparse: SparseEncoder, embed_model: str = ""):
         self.store = store
+        self.embed_model = embed_model
         # Embedding model + chunking + BM25 analysis: part of every version, so changing any re-indexes.
         self.fingerprint = f"{fingerprint};{sparse.fingerprint()}"
         # The BM25 vector is computed here, next to the dense one it is stored with, for every writer.
@@ -148,6 +149,7 @@ class DocumentIndex:
                     "version": version,
                     "size_bytes": size_bytes,
                     "indexed_at": indexed_at,
+                    "embed_model": self.embed_model,
                 },
                 sparse=sparse_vector,
             )
@@ -163,6 +165,22 @@ class DocumentIndex:
             self.store.delete(Filter(must={"space_id": space_id, "doc_id": doc_id}))
             self.store.set_payload(Filter(must={"space_id": staging, "doc_id": doc_id, "version": version}), {"space_id": space_id})
         return "added" if state == "new" else "replaced"
+
+    def check_model(self) -> None:
+        """Refuse a store whose vectors come from another embedding model.
+
+        Two models of the same dimension (MiniLM and multilingual-e5-small are both 384) would otherwise
+        open the same store silently, and every search would compare vectors of different spaces.
+        """
+        if not self.embed_model:
+            return
+        stored = next(iter(self.store.scroll(Filter(must={"chunk_index": 0}), ["embed_model"], batch=1)), {})
+        model = stored.get("embed_model")
+        if model and model != self.embed_model:
+            raise StoreUnavailable(
+                f"the store holds vectors of EMBED_MODEL={model!r}, not {self.embed_model!r}: set EMBED_MODEL back, or "
+                "index into a new DATA_DIR (or QDRANT_COLLECTION)"
+            )
 
     def delete(self, doc_id: str) -> int:
         """Remove every point of a document (live and staged); DocumentNotFound if it has none."""

@@ -144,3 +144,24 @@ def test_changing_chunk_settings_reindexes(settings, embedder, tmp_path):
         assert len(all_points(svc)) == result.chunks
     finally:
         svc.close()
+
+
+class RenamedEmbedder:
+    """The same vectors under another model name: what two models of one dimension look like to the store."""
+
+    def __init__(self, inner, name):
+        self._inner, self.name = inner, name
+
+    def __getattr__(self, attr):
+        return getattr(self._inner, attr)
+
+
+def test_a_store_written_by_another_model_of_the_same_dimension_is_refused(settings, embedder):
+    first = build_services(settings, embedder=embedder)
+    ingest(first, {"a.md": b"# A\n\nBackups run nightly."})
+    first.close()
+    with pytest.raises(StoreUnavailable, match="holds vectors of EMBED_MODEL='sentence-transformers/all-MiniLM-L6-v2'"):
+        build_services(settings, embedder=RenamedEmbedder(embedder, "intfloat/multilingual-e5-small"))
+    again = build_services(settings, embedder=embedder)  # the refusal released the store
+    assert again.index.count("kb") == 1
+    again.close()
