@@ -18,7 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
 from backend.retrieval.embedder import relevance_floor
-from backend.retrieval.retriever import Retriever, identifier_terms
+from backend.retrieval.retriever import Retriever
+from backend.retrieval.sparse import identifier_terms
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered sources provided by the user. "

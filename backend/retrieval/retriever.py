@@ -17,13 +17,12 @@ from backend.errors import InvalidRequest, SpaceNotFound
 from backend.retrieval.documents import DocumentIndex, validate_space
 from backend.retrieval.embedder import Embedder
 from backend.retrieval.rerank import Reranker
-from backend.retrieval.sparse import SparseEncoder, identifier_terms
+from backend.retrieval.sparse import SparseEncoder
 from backend.retrieval.store import SEARCH_MODES, SearchQuery
 
 MAX_QUERY_CHARS = 2000
 # Payload keys returned with every result (the embedded text itself is "text").
 RESULT_FIELDS = ("text", "doc_id", "path", "chunk_index", "page", "heading", "content_hash")
-__all__ = ["Retriever", "RetrievalConfig", "Retrieved", "identifier_terms"]
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def test_source_formatting_names_the_location():
 
 
 def test_identifier_terms_are_codes_ids_versions_and_keys():
-    from backend.retrieval.retriever import identifier_terms
+    from backend.retrieval.sparse import identifier_terms
 
     q = "What does ERR-4521 mean after upgrading to v3.14.2 with max_conn_pool=10 (ticket OPS-2291)?"
     terms = identifier_terms(q)
