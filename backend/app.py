@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
+from backend.auth import ApiKeys
 from backend.api import ask, documents, health, search
 from backend.api.errors import install_error_handlers
 from backend.llm.base import LLMClient
@@ -54,6 +55,8 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
             _register(settings)
         svc.optimizer.start()
         log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
+        if not app.state.api_keys.enabled:
+            log.warning("API_KEYS is not set: every caller can search, ask, upload and delete in every space")
         try:
             yield
         finally:
@@ -71,6 +74,7 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         description="Index a team's documents into Qdrant, search them, and answer questions with vLLM or Ollama.",
         lifespan=lifespan,
     )
+    app.state.api_keys = ApiKeys.parse(settings.api_keys.get_secret_value())
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(search.router)

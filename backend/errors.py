@@ -4,6 +4,8 @@
     ├── InvalidRequest (400)
     │   ├── InvalidSpace (400)
     │   └── FileTooLarge (413)
+    ├── Unauthorized (401)         no or unknown API key
+    ├── Forbidden (403)            the key does not cover the space
     ├── UnsupportedFileType (415)
     ├── DocumentError (422)
     │   ├── CorruptDocument (422)
@@ -35,6 +37,7 @@ class AppError(Exception):
 
     status_code: int = 500
     error_type: str = "internal_error"
+    headers: dict[str, str] | None = None  # extra response headers (WWW-Authenticate on a 401)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -62,6 +65,21 @@ class FileTooLarge(InvalidRequest):
 
     status_code = 413
     error_type = "file_too_large"
+
+
+class Unauthorized(AppError):
+    """No API key, or one that API_KEYS does not list."""
+
+    status_code = 401
+    error_type = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(AppError):
+    """The API key is valid but does not cover the space (or the endpoint needs a '*' key)."""
+
+    status_code = 403
+    error_type = "forbidden"
 
 
 class UnsupportedFileType(AppError):
@@ -186,6 +204,8 @@ EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CODES: dict[type[AppError], int] = {
     InvalidRequest: EXIT_USAGE,
+    Unauthorized: EXIT_USAGE,
+    Forbidden: EXIT_USAGE,
     StoreError: 3,
     BackendUnreachable: 4,
     EmbedderError: 5,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Multilingual (PL/RU/EN and ~100 more) and shipped in a PyPI package; chosen on the golden sets in eval/
@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     # env_ignore_empty: an empty value means "not set" (the default applies). The compose stacks forward every
     # knob as `NAME: ${NAME:-}`, so a knob left out of the env file reaches the backend empty, not as "".
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True,
+        # A bad value must not be echoed into logs and terminals: it may be a key.
+        hide_input_in_errors=True,
     )
 
     # Storage
@@ -106,6 +108,13 @@ class Settings(BaseSettings):
         "",
         description="URL of a running backend for the CLI; empty = the one registered in DATA_DIR, if any.",
     )
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated 'key=space1|space2' (or 'key=*') entries; empty = no auth (warned at start).",
+    )
+    backend_api_key: SecretStr | None = Field(
+        None, description="The key the CLI sends to a running backend (Authorization: Bearer)."
+    )
     search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
     log_level: str = Field("info", description="Python logging level.")
 
@@ -113,6 +122,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_url(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: SecretStr) -> SecretStr:
+        from backend.auth import ApiKeys
+
+        ApiKeys.parse(value.get_secret_value())  # a malformed entry fails at start, naming its position only
+        return value
 
     @field_validator("bm25_language")
     @classmethod

@@ -13,7 +13,7 @@ import textwrap
 import httpx
 
 from backend.settings import load_settings
-from cli.backend_client import CONNECT_TIMEOUT_S, discover_backend_url
+from cli.backend_client import CONNECT_TIMEOUT_S, auth_headers, discover_backend_url
 
 EXIT_BACKEND = 4
 EXIT_ANSWER_FAILED = 6
@@ -59,13 +59,15 @@ def print_sources(final: dict, out) -> None:
         print(f"Removed citations to sources that do not exist: {invalid}", file=out)
 
 
-def ask(url: str, question: str, space: str, top_k: int, max_tokens: int | None, out=sys.stdout) -> int:
+def ask(
+    url: str, question: str, space: str, top_k: int, max_tokens: int | None, out=sys.stdout, headers: dict | None = None
+) -> int:
     body = {"q": question, "space_id": space, "top_k": top_k, "stream": True}
     if max_tokens:
         body["max_tokens"] = max_tokens
     timeout = httpx.Timeout(600, connect=CONNECT_TIMEOUT_S)
     try:
-        with httpx.stream("POST", f"{url}/ask", json=body, timeout=timeout) as response:
+        with httpx.stream("POST", f"{url}/ask", json=body, timeout=timeout, headers=headers or {}) as response:
             if response.status_code != 200:
                 response.read()
                 error = response.json().get("error", {}) if "json" in response.headers.get("content-type", "") else {}
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default=None, help="backend URL (default: BACKEND_URL, the registered backend, or :8000)")
     parser.add_argument("--env-file", default=None)
     args = parser.parse_args(argv)
-    url = args.api or discover_backend_url(load_settings(args.env_file)) or DEFAULT_URL
-    return ask(url.rstrip("/"), args.question, args.space, args.top_k, args.max_tokens)
+    settings = load_settings(args.env_file)
+    url = args.api or discover_backend_url(settings) or DEFAULT_URL
+    return ask(url.rstrip("/"), args.question, args.space, args.top_k, args.max_tokens, headers=auth_headers(settings))
 
 
 if __name__ == "__main__":

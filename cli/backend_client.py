@@ -7,13 +7,19 @@ from pathlib import Path
 
 import httpx
 
-from backend.errors import AppError, BackendUnreachable
+from backend.errors import AppError, BackendUnreachable, Forbidden, Unauthorized
 from backend.ingest.pipeline import IngestResult
 from backend.settings import Settings
 
 # Uploads of large files are embedded while we wait: allow minutes, but fail fast when nobody listens.
 CONNECT_TIMEOUT_S = 5.0
 UPLOAD_TIMEOUT_S = 900.0
+
+
+def auth_headers(settings: Settings | None) -> dict[str, str]:
+    """`Authorization: Bearer BACKEND_API_KEY` when the CLI has a key for the backend."""
+    key = settings.backend_api_key.get_secret_value() if settings and settings.backend_api_key else ""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def discover_backend_url(settings: Settings) -> str | None:
@@ -29,10 +35,10 @@ def discover_backend_url(settings: Settings) -> str | None:
 class BackendClient:
     """Uploads files to POST /documents; searches with GET /search."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=httpx.Timeout(UPLOAD_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+            base_url=self.base_url, headers=headers or {}, timeout=httpx.Timeout(UPLOAD_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         )
 
     def check(self) -> dict:
@@ -55,6 +61,9 @@ class BackendClient:
         except httpx.HTTPError as exc:
             raise BackendUnreachable(f"backend at {self.base_url} failed during upload of {rel_path}: {exc}") from exc
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if response.status_code in (401, 403):  # no file will get through: stop the run, say why
+            error_class = Unauthorized if response.status_code == 401 else Forbidden
+            raise error_class(f"backend at {self.base_url}: {body.get('error', {}).get('message', response.text)} (BACKEND_API_KEY)")
         if response.is_success:
             return IngestResult(rel_path, body["status"], body.get("doc_id"), body.get("chunks", 0))
         error = body.get("error", {})

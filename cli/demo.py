@@ -14,6 +14,7 @@ import httpx
 from backend.settings import load_settings
 from cli import ask as ask_cli
 from cli import index_cli
+from cli.backend_client import auth_headers
 from cli.local_backend import BackendStartError, start_backend, stop_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def main() -> int:
         print(f"   engine {llm['engine']}, model {llm['model']}, context {llm['context_length']} tokens")
         for question in QUESTIONS:
             print(f"\n== Q: {question}\nA: ", end="")
-            code = ask_cli.ask(url, question, SPACE, top_k=4, max_tokens=160)
+            code = ask_cli.ask(url, question, SPACE, top_k=4, max_tokens=160, headers=auth_headers(settings))
             if code:
                 return code
     finally:

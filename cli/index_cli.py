@@ -22,7 +22,7 @@ from backend.errors import EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, Sto
 from backend.ingest.pipeline import IngestResult, iter_folder
 from backend.retrieval.documents import validate_space
 from backend.settings import Settings, load_settings
-from cli.backend_client import BackendClient, discover_backend_url
+from cli.backend_client import BackendClient, auth_headers, discover_backend_url
 
 STATUSES = ("added", "replaced", "unchanged", "skipped", "failed")
 
@@ -59,8 +59,8 @@ def _run_direct(settings: Settings, args, files: list[Path], results: list[Inges
         services.close()
 
 
-def _run_remote(url: str, args, files: list[Path], results: list[IngestResult], bar) -> None:
-    client = BackendClient(url)
+def _run_remote(url: str, args, files: list[Path], results: list[IngestResult], bar, settings: Settings) -> None:
+    client = BackendClient(url, auth_headers(settings))
     try:
         client.check()
         for f in files:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.api:
             mode = f"via {args.api}"
-            _run_remote(args.api, args, files, results, bar)
+            _run_remote(args.api, args, files, results, bar, settings)
         else:
             try:
                 _run_direct(settings, args, files, results, bar)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 mode = f"via the running backend at {url}"
                 tqdm.write(f"the embedded store is held by a running backend; sending files to {url}", file=sys.stderr)
-                _run_remote(url, args, files, results, bar)
+                _run_remote(url, args, files, results, bar, settings)
     except AppError as exc:
         bar.close()
         print(f"error: {exc.message}", file=sys.stderr)

@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 from pydantic import BaseModel, Field
 
-from backend.api.deps import RagDep
+from backend.api.deps import GrantDep, RagDep
 from backend.api.schemas import ERROR_RESPONSES
 from backend.errors import AppError
 from backend.rag import AskRequest
+from backend.retrieval.documents import validate_space
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ask"])
@@ -39,7 +40,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.post("/ask", responses={**ERROR_RESPONSES, 502: {}, 504: {}})
-async def ask(body: AskBody, rag: RagDep, request: Request):
+async def ask(body: AskBody, rag: RagDep, grant: GrantDep, request: Request):
     """Retrieve from the space, answer with the configured engine, cite sources as [n].
 
     JSON: `{"answer", "sources": [{n, doc_id, path, chunk_index, page, score, text, cited}], "engine", "model",
@@ -47,6 +48,7 @@ async def ask(body: AskBody, rag: RagDep, request: Request):
     SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
     answer started ends the stream with an `error` event (`{"error": {type, message}}`).
     """
+    grant.require(validate_space(body.space_id))
     ask_request = AskRequest(
         body.q, body.space_id, body.top_k, body.max_tokens, body.temperature, body.mode, body.rerank
     )

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from backend.auth import Grant
 from backend.rag import RagService
 from backend.services import Services
 
@@ -22,3 +23,11 @@ def get_rag(request: Request) -> RagService:
 
 
 RagDep = Annotated[RagService, Depends(get_rag)]
+
+
+def get_grant(request: Request) -> Grant:
+    """The caller's grant from `Authorization: Bearer <key>` (everything when API_KEYS is unset)."""
+    return request.app.state.api_keys.authenticate(request.headers.get("authorization"))
+
+
+GrantDep = Annotated[Grant, Depends(get_grant)]

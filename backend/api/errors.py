@@ -25,7 +25,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.status_code, exc.error_type)
-        return error_response(exc.status_code, exc.error_type, exc.message)
+        return error_response(exc.status_code, exc.error_type, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -62,4 +62,4 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
-ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 404, 413, 415, 422, 500, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 500, 503)}

@@ -9,8 +9,9 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import ServicesDep
+from backend.api.deps import GrantDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES, SearchResponse
+from backend.retrieval.documents import validate_space
 
 router = APIRouter(tags=["search"])
 
@@ -18,6 +19,7 @@ router = APIRouter(tags=["search"])
 @router.get("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
 def search(
     services: ServicesDep,
+    grant: GrantDep,
     q: str = Query(..., description="The query text."),
     space_id: str = Query(..., description="The space to search."),
     top_k: int = Query(5, description="How many chunks to return (1..SEARCH_MAX_TOP_K)."),
@@ -25,6 +27,7 @@ def search(
     rerank: bool | None = Query(None, description="Rerank with RERANK_MODEL; default: when one is configured."),
 ) -> JSONResponse:
     """The `top_k` best chunks of `space_id` for `q`, best first."""
+    grant.require(validate_space(space_id))
     start = time.perf_counter()
     retrieved = services.retriever.search(q, space_id, top_k, mode, rerank)
     timings = {**retrieved.timings, "total_ms": round((time.perf_counter() - start) * 1000, 3)}

@@ -87,6 +87,7 @@ ALTERNATIVES = {
     "EMBED_BACKEND": "torch",
     "CHUNK_TOKENS": "256",
     "SEARCH_MODE": "dense",
+    "API_KEYS": "ops-0123456789abcdef=*",
     "FUSION": "rrf",
     "BM25_LANGUAGE": "english",
     "RERANK_MODEL": "/models/reranker",

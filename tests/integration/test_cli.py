@@ -90,3 +90,21 @@ def test_index_cli_sends_files_to_the_backend_holding_the_store(tmp_path, runnin
     assert hits[0]["path"] == "policy.pdf" and hits[0]["page"] == 2
     again = run_cli(["--dir", str(docs), "--space", "kb"], env)
     assert "0 added, 0 replaced, 3 unchanged" in again.stdout
+
+
+def test_the_cli_sends_its_key_to_a_backend_that_requires_one(tmp_path):
+    key = "cli-key-0123456789abcdef"
+    env = {**env_for(tmp_path / "data"), "API_KEYS": f"{key}=kb"}
+    proc, url = start_backend(env)
+    try:
+        docs = make_folder(tmp_path)
+        (docs / "broken.pdf").unlink()
+        refused = run_cli(["--dir", str(docs), "--space", "kb"], env)
+        assert refused.returncode == 2 and "missing API key" in refused.stderr and "BACKEND_API_KEY" in refused.stderr
+        wrong_space = run_cli(["--dir", str(docs), "--space", "other"], {**env, "BACKEND_API_KEY": key})
+        assert wrong_space.returncode == 2 and "does not cover space 'other'" in wrong_space.stderr
+        accepted = run_cli(["--dir", str(docs), "--space", "kb"], {**env, "BACKEND_API_KEY": key})
+        assert accepted.returncode == 0 and "3 added" in accepted.stdout, accepted.stdout + accepted.stderr
+        assert key not in accepted.stdout + accepted.stderr + refused.stdout + refused.stderr
+    finally:
+        stop_backend(proc)

@@ -1,0 +1,85 @@
+"""API keys bound to spaces (`API_KEYS`), checked on every request but liveness.
+
+`API_KEYS` is a comma-separated list of `key=space1|space2` entries; `*` as the spaces grants them all
+(and the endpoints that are not about one space). Unset, the API is open (the backend warns at start).
+Keys are compared in constant time, against every entry (no early exit), and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from backend.errors import Forbidden, Unauthorized
+
+ALL_SPACES = "*"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the caller may touch: `spaces` None means every space."""
+
+    spaces: frozenset[str] | None
+
+    @property
+    def restricted(self) -> bool:
+        return self.spaces is not None
+
+    def require(self, space_id: str) -> None:
+        """Forbidden unless the key covers this space."""
+        if self.spaces is not None and space_id not in self.spaces:
+            raise Forbidden(f"this API key does not cover space {space_id!r}")
+
+    def require_all(self) -> None:
+        """Forbidden unless the key covers every space (`*`)."""
+        if self.spaces is not None:
+            raise Forbidden("this endpoint needs an API key for all spaces ('*')")
+
+
+OPEN = Grant(None)
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The parsed `API_KEYS`; `entries` is empty when auth is off."""
+
+    entries: tuple[tuple[bytes, frozenset[str] | None], ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.entries)
+
+    @classmethod
+    def parse(cls, spec: str) -> "ApiKeys":
+        """Parse `key=space1|space2,key2=*`; ValueError (without the keys in it) when malformed."""
+        entries = []
+        for n, item in enumerate((part.strip() for part in spec.split(",")), 1):
+            if not item:
+                continue
+            key, sep, spaces = item.partition("=")
+            key, spaces = key.strip(), spaces.strip()
+            if not sep or not key or not spaces:
+                raise ValueError(f"API_KEYS entry {n} is not 'key=space1|space2' or 'key=*'")
+            if len(key) < 16:
+                raise ValueError(f"API_KEYS entry {n}: the key is shorter than 16 characters")
+            names = frozenset(s.strip() for s in spaces.split("|") if s.strip())
+            entries.append((key.encode(), None if ALL_SPACES in names else names))
+        if len({k for k, _ in entries}) != len(entries):
+            raise ValueError("API_KEYS lists the same key twice")
+        return cls(tuple(entries))
+
+    def authenticate(self, authorization: str | None) -> Grant:
+        """The grant of the request's `Authorization: Bearer <key>`; Unauthorized when missing or unknown."""
+        if not self.enabled:
+            return OPEN
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        presented = token.strip().encode()
+        found: Grant | None = None
+        for key, spaces in self.entries:  # every entry is compared: the time does not say which one matched
+            if hmac.compare_digest(presented, key):
+                found = Grant(spaces)
+        if found is None:
+            raise Unauthorized("unknown API key")
+        return found
