@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
+from backend.api.upload_limit import UploadSizeLimit
 from backend.auth import ApiKeys
 from backend.api import ask, documents, health, search
 from backend.api.errors import install_error_handlers
@@ -76,6 +77,8 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     )
     app.state.api_keys = ApiKeys.parse(settings.api_keys.get_secret_value())
     install_error_handlers(app)
+    # Reads the live settings object per request (limits can be changed on a running app in tests).
+    app.add_middleware(UploadSizeLimit, max_bytes=lambda: settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(documents.router)

@@ -126,3 +126,33 @@ def test_openapi_docs_are_served(client):
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/search", "/documents", "/documents/{doc_id}"} <= set(paths)
+
+
+def _multipart(name: str, payload: bytes, space: str = "team") -> tuple[bytes, str]:
+    boundary = "----rag-test-boundary"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"space_id\"\r\n\r\n{space}\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    return head + payload + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_an_upload_over_the_limit_is_refused_while_it_streams(client, services):
+    services.settings.max_upload_mb = 0.1  # 100 KiB
+    body, content_type = _multipart("big.txt", b"word " * 200_000)  # ~1 MB
+    # Declared size: refused before a byte of the body is read.
+    assert_error(client.post("/documents", content=body, headers={"Content-Type": content_type}), 413, "file_too_large")
+
+    # No declared size (chunked transfer): refused once the count of received bytes passes the limit.
+    def chunks():
+        for start in range(0, len(body), 16384):
+            yield body[start : start + 16384]
+
+    response = client.post("/documents", content=chunks(), headers={"Content-Type": content_type})
+    assert_error(response, 413, "file_too_large")
+    assert "MAX_UPLOAD_MB" in response.json()["error"]["message"]
+    assert services.store.health()["points"] == 0
+    # A file under the limit still goes through.
+    small, content_type = _multipart("small.txt", b"Backups run nightly. " * 100)
+    assert client.post("/documents", content=small, headers={"Content-Type": content_type}).status_code == 201
