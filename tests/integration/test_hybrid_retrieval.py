@@ -11,6 +11,7 @@ import pytest
 
 from backend.errors import InvalidRequest
 from backend.services import build_services
+from tests.conftest import server_store_or_none
 
 SERVICES = ["billing", "search", "auth", "export", "import", "mailer", "scheduler", "reports", "gateway", "storage"]
 CODES = [f"ERR-{4000 + 317 * i}" for i in range(len(SERVICES))]
@@ -30,13 +31,7 @@ def _runbook(i: int) -> bytes:
 
 @pytest.fixture(params=["edge", "qdrant"])
 def svc(request, settings, embedder, tmp_path):
-    store = None
-    if request.param == "qdrant":
-        from qdrant_client import QdrantClient
-
-        from backend.retrieval.qdrant_store import QdrantServerStore
-
-        store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", embedder.dim, where="local")
+    store = server_store_or_none(request.param, tmp_path, embedder.dim)
     services = build_services(settings, embedder=embedder, store=store)
     files = [(f"runbooks/{s}.md", (lambda i=i: _runbook(i))) for i, s in enumerate(SERVICES)]
     assert all(o.status == "added" for o in services.pipeline.ingest_many("ops", files))

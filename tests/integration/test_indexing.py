@@ -8,6 +8,7 @@ from backend.errors import DocumentNotFound, StoreUnavailable
 from backend.retrieval.documents import STAGING_PREFIX
 from backend.retrieval.store import Filter
 from backend.services import build_services
+from tests.conftest import server_store_or_none
 from tests.docs_factory import make_pdf
 
 LONG = " ".join(f"Paragraph {i}: the appliance stores chunk {i} of the handbook with its page number." for i in range(80))
@@ -15,13 +16,7 @@ LONG = " ".join(f"Paragraph {i}: the appliance stores chunk {i} of the handbook 
 
 @pytest.fixture(params=["edge", "qdrant"])
 def svc(request, settings, embedder, tmp_path):
-    store = None
-    if request.param == "qdrant":
-        from qdrant_client import QdrantClient
-
-        from backend.retrieval.qdrant_store import QdrantServerStore
-
-        store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", embedder.dim, where="local")
+    store = server_store_or_none(request.param, tmp_path, embedder.dim)
     services = build_services(settings, embedder=embedder, store=store)
     yield services
     services.close()
