@@ -71,10 +71,6 @@ class Retriever:
         self.config = config
         self.reranker = reranker
 
-    @property
-    def max_top_k(self) -> int:
-        return self.config.max_top_k
-
     def _check(self, q: str, space_id: str, top_k: int, mode: str | None, rerank: bool | None) -> tuple[str, str, bool]:
         validate_space(space_id)
         q = (q or "").strip()
