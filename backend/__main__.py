@@ -8,13 +8,13 @@ backend falls back to the embedded store and to engines on localhost.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import uvicorn
 
 from backend.app import create_app
 from backend.errors import EXIT_USAGE, AppError, exit_code_for
+from backend.observability.logs import configure_logging
 from backend.settings import load_settings
 
 
@@ -27,13 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # a missing env file or a bad setting (pydantic's ValidationError is a ValueError)
         print(f"error: invalid settings: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The HTTP clients log every request to the engine at INFO: per /ask several lines of no use to an
-    # operator, formatted on the event loop under load. Their warnings and errors still come through.
-    for noisy in ("httpx", "httpx2"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.log_level, settings.log_format)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        # On SIGTERM uvicorn stops accepting connections, lets in-flight requests (answer streams too) finish for
+        # up to SHUTDOWN_TIMEOUT_S, then runs the lifespan's shutdown (store closed cleanly).
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            # Logging is configured above (JSON lines with request ids); the access line is our middleware's.
+            log_config=None, access_log=False,
+        )
     except AppError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exit_code_for(exc)

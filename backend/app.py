@@ -16,6 +16,8 @@ from backend.auth import ApiKeys
 from backend.api import ask, documents, health, search
 from backend.api.errors import install_error_handlers
 from backend.llm.base import LLMClient
+from backend.observability.metrics import Metrics
+from backend.observability.request_context import RequestContext
 from backend.llm.registry import create_llm_client
 from backend.rag import RagService
 from backend.services import Services, build_services
@@ -55,6 +57,7 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         if owned and svc.store.kind == "edge":
             _register(settings)
         svc.optimizer.start()
+        app.state.metrics.set_info(__version__, client.engine, svc.embedder.name, svc.store.kind)
         log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
         if not app.state.api_keys.enabled:
             log.warning("API_KEYS is not set: every caller can search, ask, upload and delete in every space")
@@ -76,9 +79,12 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         lifespan=lifespan,
     )
     app.state.api_keys = ApiKeys.parse(settings.api_keys.get_secret_value())
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     # Reads the live settings object per request (limits can be changed on a running app in tests).
     app.add_middleware(UploadSizeLimit, max_bytes=lambda: settings.max_upload_bytes)
+    # Outermost (added last): its id and timing cover everything, the upload limit's 413 included.
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(documents.router)

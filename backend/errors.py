@@ -15,7 +15,8 @@
     │   └── SpaceNotFound (404)
     ├── StoreError (503)
     │   ├── StoreUnavailable (503)
-    │   └── StoreLocked (503)
+    │   ├── StoreLocked (503)
+    │   └── StorageFull (507)      too little free disk under DATA_DIR to write safely
     ├── EmbedderError (500)
     ├── BackendUnreachable (503)   (CLI talking to a running backend)
     ├── ContextOverflow (400)      (the question alone does not fit the model's context)
@@ -142,6 +143,17 @@ class StoreLocked(StoreError):
     """The embedded store is open in another process (Qdrant Edge is single-process)."""
 
     error_type = "store_locked"
+
+
+class StorageFull(StoreError):
+    """Too little free disk space to write to the embedded store (checked before writing, not after failing).
+
+    Qdrant Edge keeps its segments memory-mapped: a write that finds the disk full kills the whole process
+    with SIGBUS instead of raising an error (seen here on a full tmpfs), so the space is checked first.
+    """
+
+    status_code = 507
+    error_type = "storage_full"
 
 
 class EmbedderError(AppError):

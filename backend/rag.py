@@ -183,7 +183,7 @@ class RagService:
                     "retrieved": len(retrieved.results), "below_min_score": below, "used": 0, "dropped": [],
                     "mode": retrieved.mode, "reranked": retrieved.reranked,
                 },
-                "timings": _timings(started, retrieval_ms, None),
+                "timings": _timings(started, retrieval_ms, None, retrieved.timings),
             }
             return
 
@@ -258,13 +258,14 @@ class RagService:
                 "prompt_tokens_counted": budget.prompt_tokens,
                 "token_counts": token_counts,
             },
-            "timings": _timings(started, retrieval_ms, ttft_ms),
+            "timings": _timings(started, retrieval_ms, ttft_ms, retrieved.timings),
         }
 
 
-def _timings(started: float, retrieval_ms: float, ttft_ms: float | None) -> dict:
+def _timings(started: float, retrieval_ms: float, ttft_ms: float | None, retrieval_stages: dict) -> dict:
     return {
         "retrieval_ms": round(retrieval_ms, 2),
         "ttft_ms": round(ttft_ms, 2) if ttft_ms is not None else None,
         "total_ms": round((time.perf_counter() - started) * 1000, 2),
+        "retrieval_stages": retrieval_stages,  # the retriever's embed_ms, search_ms (and rerank_ms)
     }

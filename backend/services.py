@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from backend.errors import StorageFull
 from backend.ingest.chunking import Chunker
 from backend.ingest.pipeline import IngestPipeline
 from backend.retrieval.documents import DocumentIndex
@@ -54,6 +55,8 @@ class BackgroundOptimizer:
                 return
             try:
                 self.store.optimize()
+            except StorageFull as exc:  # searches still work, only slower; the next write retries
+                log.warning("store optimisation skipped: %s", exc.message)
             except Exception:  # an optimisation failure must not kill the thread; it is retried next time
                 log.exception("store optimisation failed")
 

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
 
     # Ingestion limits
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted (upload or folder ingest).")
+    min_free_disk_mb: float = Field(
+        512.0, ge=0,
+        description="Free disk space the embedded store keeps in reserve under DATA_DIR: a write that would go below "
+        "it is refused with 507 storage_full, before anything is written.",
+    )
 
     # LLM engines (LLM_BACKEND picks one; each has its own block)
     llm_backend: Literal["vllm", "ollama"] = Field("vllm", description="Which engine answers /ask.")
@@ -117,6 +122,15 @@ class Settings(BaseSettings):
     )
     search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
     log_level: str = Field("info", description="Python logging level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Server logs: one JSON object per line (with request ids), or plain text for a terminal."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0,
+        description="On SIGTERM, how long in-flight requests (answer streams included) may take to finish before "
+        "they are cut; keep it below the orchestrator's grace period (compose stop_grace_period, k8s "
+        "terminationGracePeriodSeconds).",
+    )
 
     @field_validator("qdrant_url", "backend_url", "vllm_base_url", "ollama_base_url")
     @classmethod
@@ -152,6 +166,10 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return int(self.min_free_disk_mb * 1024 * 1024)
 
     @property
     def model_cache_dir(self) -> Path:

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 from pydantic import BaseModel, Field
 
-from backend.api.deps import GrantDep, RagDep
-from backend.api.schemas import ERROR_RESPONSES
+from backend.api.deps import GrantDep, MetricsDep, RagDep
+from backend.api.schemas import ERROR_RESPONSES, AskOut
 from backend.errors import AppError
+from backend.observability.metrics import Metrics
 from backend.rag import AskRequest
 from backend.retrieval.documents import validate_space
 
@@ -39,8 +40,25 @@ def _sse(event: str, data: dict) -> bytes:
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-@router.post("/ask", responses={**ERROR_RESPONSES, 502: {}, 504: {}})
-async def ask(body: AskBody, rag: RagDep, grant: GrantDep, request: Request):
+# One Server-Sent Event of the answer stream.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["token", "done", "error"]},
+        "data": {"type": "string", "description": 'JSON: {"text"} for token, the JSON answer for done, {"error"} for error'},
+    },
+}
+ASK_RESPONSES = {
+    **ERROR_RESPONSES,
+    200: {"model": AskOut, "content": {"text/event-stream": {"schema": SSE_EVENT}},
+          "description": "The answer as JSON, or as Server-Sent Events when streaming."},
+    502: {"model": ERROR_RESPONSES[500]["model"]}, 504: {"model": ERROR_RESPONSES[500]["model"]},
+}
+
+
+@router.post("/ask", responses=ASK_RESPONSES)
+async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, request: Request):
     """Retrieve from the space, answer with the configured engine, cite sources as [n].
 
     JSON: `{"answer", "sources": [{n, doc_id, path, chunk_index, page, score, text, cited}], "engine", "model",
@@ -58,6 +76,7 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, request: Request):
         try:
             async for kind, data in events:
                 if kind == "done":
+                    metrics.observe_answer(data)
                     return JSONResponse(data, headers=NO_STORE)
         finally:
             await events.aclose()
@@ -66,19 +85,25 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, request: Request):
     # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
     # its real status code as JSON instead of a 200 stream carrying an error.
     first = await anext(events)
-    return StreamingResponse(_stream(first, events), media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
+    return StreamingResponse(_stream(first, events, metrics), media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
 
-async def _stream(first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]]) -> AsyncIterator[bytes]:
+async def _stream(
+    first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]], metrics: Metrics
+) -> AsyncIterator[bytes]:
     try:
         yield _sse(*first)
         async for kind, data in events:
+            if kind == "done":
+                metrics.observe_answer(data)
             yield _sse(kind, data)
     except AppError as exc:
         log.warning("answer stream failed after it started: %s", exc.error_type)
+        metrics.observe_error(exc.error_type)
         yield _sse("error", exc.to_dict())
     except Exception as exc:  # the stream has started: the status cannot change any more, so say it in-band
         log.exception("answer stream failed")
+        metrics.observe_error("internal_error")
         yield _sse("error", {"error": {"type": "internal_error", "message": f"unexpected {type(exc).__name__}"}})
     finally:
         # A client that disconnects closes this generator: close the engine's stream too, so it stops

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from backend.auth import Grant
+from backend.observability.metrics import Metrics
 from backend.rag import RagService
 from backend.services import Services
 
@@ -31,3 +32,10 @@ def get_grant(request: Request) -> Grant:
 
 
 GrantDep = Annotated[Grant, Depends(get_grant)]
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -7,9 +7,9 @@ from dataclasses import asdict
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import GrantDep, ServicesDep
+from backend.api.deps import GrantDep, MetricsDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut
-from backend.errors import FileTooLarge, InvalidRequest
+from backend.errors import AppError, FileTooLarge, InvalidRequest, UnsupportedFileType
 from backend.retrieval.documents import validate_space
 
 router = APIRouter(tags=["documents"])
@@ -32,10 +32,14 @@ def get_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
     return asdict(info)
 
 
-@router.post("/documents", response_model=IngestOut, status_code=201, responses=ERROR_RESPONSES)
+@router.post(
+    "/documents", response_model=IngestOut, status_code=201,
+    responses={**ERROR_RESPONSES, 200: {"model": IngestOut, "description": "The same content was already indexed."}},
+)
 def upload_document(
     services: ServicesDep,
     grant: GrantDep,
+    metrics: MetricsDep,
     file: UploadFile = File(..., description="The document (PDF, Markdown, text, HTML, DOCX)."),
     space_id: str = Form(..., description="The space to index it into."),
     path: str | None = Form(None, description="Logical path (its identity in the space); default: the file name."),
@@ -49,7 +53,12 @@ def upload_document(
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({services.settings.max_upload_mb:g} MB)")
-    result = services.pipeline.ingest_bytes(space_id, name, data)
+    try:
+        result = services.pipeline.ingest_bytes(space_id, name, data)
+    except AppError as exc:
+        metrics.observe_ingest("skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
+        raise
+    metrics.observe_ingest(result.status, result.timings)
     if result.status in ("added", "replaced"):
         services.optimizer.schedule()
     body = {**result.to_dict(), "space_id": space_id}

@@ -62,4 +62,32 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
-ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 500, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 500, 503, 507)}
+
+
+class AskSource(BaseModel):
+    n: int = Field(description="The number the answer cites as [n].")
+    doc_id: str
+    path: str
+    chunk_index: int
+    page: int | None = None
+    heading: str | None = None
+    score: float
+    dense_score: float | None = None
+    text: str
+    cited: bool = Field(description="Whether the answer cites this source.")
+
+
+class AskOut(BaseModel):
+    """The answer (JSON), or the `data` of the final `done` event of the SSE stream."""
+
+    answer: str
+    sources: list[AskSource]
+    grounded: bool = Field(description="False when nothing relevant was found and no LLM was called.")
+    engine: str
+    model: str | None
+    usage: dict | None = Field(description="prompt_tokens, completion_tokens as the engine reported them")
+    finish_reason: str | None = None
+    citations: dict = Field(description="cited: source numbers cited; invalid: numbers cited that no source has")
+    context: dict = Field(description="retrieved, below_min_score, used, dropped chunks, mode, reranked, token budget")
+    timings: dict = Field(description="retrieval_ms, ttft_ms, total_ms, retrieval_stages")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Callable
 
+from backend.observability.metrics import record_error
+
 # Room for the multipart framing and the small form fields around the file.
 MULTIPART_ALLOWANCE = 64 * 1024
 UPLOAD_PATHS = ("/documents",)
@@ -34,7 +36,7 @@ class UploadSizeLimit:
         allowed = limit + MULTIPART_ALLOWANCE
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > allowed:
-            return await _refuse(send, limit)
+            return await _refuse(scope, send, limit)
 
         received = 0
         exceeded = False
@@ -56,7 +58,7 @@ class UploadSizeLimit:
                 # The framework turned the aborted read into its own error response: send ours instead, once.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _refuse(send, limit)
+                    await _refuse(scope, send, limit)
                 return
             await send(message)
 
@@ -64,10 +66,11 @@ class UploadSizeLimit:
             await self.app(scope, counting_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
-                await _refuse(send, limit)
+                await _refuse(scope, send, limit)
 
 
-async def _refuse(send, limit: int) -> None:
+async def _refuse(scope, send, limit: int) -> None:
+    record_error(scope, "file_too_large")
     body = json.dumps({"error": {"type": "file_too_large", "message": (
         f"the upload is larger than MAX_UPLOAD_MB ({limit / 1048576:g} MB); nothing was stored"
     )}}).encode()

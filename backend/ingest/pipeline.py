@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from backend.errors import AppError, DocumentError, FileTooLarge, UnsupportedFileType
+from backend.errors import AppError, DocumentError, EmptyDocument, FileTooLarge, UnsupportedFileType
 from backend.ingest.chunking import Chunk, Chunker
 from backend.ingest.parsers import parse_document, parser_for
 from backend.retrieval.documents import DocumentIndex, make_doc_id, normalize_doc_path, validate_space
@@ -36,6 +37,8 @@ class IngestResult:
     chunks: int = 0
     error_type: str | None = None
     message: str | None = None
+    # Milliseconds per stage (parse_ms, embed_ms, store_write_ms) for the metrics; absent for unchanged files.
+    timings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +50,7 @@ class _Pending:
     content_hash: str
     size: int
     chunks: list[Chunk]
+    parse_ms: float
 
 
 class IngestPipeline:
@@ -101,8 +105,11 @@ class IngestPipeline:
             doc_id = make_doc_id(space_id, path)
             if self.index.status(space_id, doc_id, self.index.version(content_hash)) == "unchanged":
                 return _Outcome(IngestResult(path, "unchanged", doc_id))
+            started = time.perf_counter()
             chunks = self.chunker.chunk(parse_document(data, path))
-            return _Pending(path, content_hash, len(data), chunks)
+            if not chunks:
+                raise EmptyDocument(f"{path}: no text to index (only characters the embedding model ignores)")
+            return _Pending(path, content_hash, len(data), chunks, _ms_since(started))
         except UnsupportedFileType as exc:
             return _Outcome(IngestResult(path, "skipped", error_type=exc.error_type, message=exc.message), exc)
         except AppError as exc:
@@ -112,23 +119,31 @@ class IngestPipeline:
 
     def _commit_group(self, space_id: str, group: list[_Pending]) -> Iterator["_Outcome"]:
         texts = [chunk.embed_text for pending in group for chunk in pending.chunks]
+        started = time.perf_counter()
         try:
             vectors = self.embedder.embed_documents(texts)
         except AppError as exc:
             for pending in group:
                 yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
             return
+        embed_ms_per_chunk = _ms_since(started) / max(len(texts), 1)  # one call for the group, shared by size
         offset = 0
         for pending in group:
             n = len(pending.chunks)
             try:
+                started = time.perf_counter()
                 status = self.index.commit(
                     space_id, pending.path, pending.content_hash, pending.size, pending.chunks, vectors[offset : offset + n]
                 )
-                yield _Outcome(IngestResult(pending.path, status, make_doc_id(space_id, pending.path), n))
+                timings = {"parse_ms": pending.parse_ms, "embed_ms": round(embed_ms_per_chunk * n, 3), "store_write_ms": _ms_since(started)}
+                yield _Outcome(IngestResult(pending.path, status, make_doc_id(space_id, pending.path), n, timings=timings))
             except AppError as exc:
                 yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
             offset += n
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 @dataclass

@@ -45,7 +45,8 @@ LISTING_FIELDS = ["doc_id", "space_id", "path", "chunk_count", "content_hash", "
 
 def validate_space(space_id: str) -> str:
     """Space ids are 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit."""
-    if not isinstance(space_id, str) or not SPACE_PATTERN.match(space_id):
+    # fullmatch: `$` alone would also accept one trailing newline ("team\n" is another space than "team").
+    if not isinstance(space_id, str) or not SPACE_PATTERN.fullmatch(space_id):
         raise InvalidSpace(
             f"invalid space_id {space_id!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
@@ -56,6 +57,9 @@ def normalize_doc_path(path: str) -> str:
     """A document's logical path (its identity within a space and what users see), never opened as a file."""
     if not path or len(path) > MAX_PATH_CHARS or any(ord(ch) < 32 for ch in path):
         raise InvalidRequest(f"invalid document path {path[:80]!r}: 1-{MAX_PATH_CHARS} printable characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in path):
+        # A lone surrogate (a file name that is not UTF-8, read with surrogateescape) cannot be stored or hashed.
+        raise InvalidRequest(f"invalid document path {path[:80]!r}: not valid UTF-8; rename the file")
     parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", ".", "")]
     if not parts or ".." in parts:
         raise InvalidRequest(f"invalid document path {path!r}: no '..' and not empty")
@@ -160,8 +164,18 @@ class DocumentIndex:
             state = self.status(space_id, doc_id, version)
             if state == "unchanged":
                 return "unchanged"
-            self.store.delete(Filter(must={"space_id": staging, "doc_id": doc_id}))
-            self.store.upsert(points)
+            staged = Filter(must={"space_id": staging, "doc_id": doc_id})
+            self.store.delete(staged)
+            try:
+                self.store.upsert(points)
+            except Exception:
+                # The old version is still live; do not leave a partial new one behind (best effort: the
+                # next commit of this document drops staged leftovers anyway).
+                try:
+                    self.store.delete(staged)
+                except Exception:
+                    pass
+                raise
             self.store.delete(Filter(must={"space_id": space_id, "doc_id": doc_id}))
             self.store.set_payload(Filter(must={"space_id": staging, "doc_id": doc_id, "version": version}), {"space_id": space_id})
         return "added" if state == "new" else "replaced"

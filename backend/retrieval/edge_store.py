@@ -9,8 +9,10 @@ the HNSW index when the caller decides (after an ingest run).
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -18,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from backend.errors import StoreLocked, StoreUnavailable
+from backend.errors import StorageFull, StoreLocked, StoreUnavailable
 from backend.retrieval.store import (
     DENSE_VECTOR,
     INTEGER_INDEXES,
@@ -37,6 +39,15 @@ UPSERT_BATCH = 512
 # One thread per search: a query reads one or two segments, and more threads only contend with the
 # embedder and the HTTP server for the same few cores (measured: store p99 16 ms -> see docs/benchmarks.md).
 SEARCH_THREADS = 1
+# Qdrant Edge writes through memory maps, and a write that finds the disk full kills the process with SIGBUS
+# (seen on a full tmpfs: no exception reaches Python). So free space is checked before every write:
+# - opening needs room for the WAL's preallocated segment and the segment files' first growth;
+OPEN_MIN_FREE_BYTES = 64 * 1024 * 1024
+# - an upsert may take this many times its raw size (WAL record + segment copy; measured ~1.6x on 4000 points
+#   of 2 kB text, doubled for the optimiser's copy of the segment it rewrites);
+WRITE_AMPLIFICATION = 4
+# - deletes and payload moves write small WAL records.
+SMALL_WRITE_BYTES = 1024 * 1024
 
 
 def _condition(key: str, value: str | int) -> qe.FieldCondition:
@@ -80,6 +91,12 @@ def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
     )
 
 
+def _raw_size(point: PointRecord) -> int:
+    """Bytes a point carries: payload as JSON, dense floats, sparse indices and values."""
+    sparse = len(point.sparse.indices) * 8 if point.sparse is not None else 0
+    return len(json.dumps(point.payload, ensure_ascii=False)) + 4 * len(point.vector) + sparse
+
+
 def _dense_of(point) -> np.ndarray | None:
     vectors = getattr(point, "vector", None)
     if isinstance(vectors, dict) and DENSE_VECTOR in vectors:
@@ -92,10 +109,12 @@ class EdgeStore:
 
     kind = "edge"
 
-    def __init__(self, directory: Path, dim: int, search_threads: int = SEARCH_THREADS):
+    def __init__(self, directory: Path, dim: int, search_threads: int = SEARCH_THREADS, min_free_bytes: int = 0):
         self.directory = Path(directory)
         self.dim = dim
+        self.min_free_bytes = min_free_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._ensure_room(OPEN_MIN_FREE_BYTES, "open the store", reserve=0)
         self._lock_file = self._acquire_process_lock()
         shard_dir = self.directory / "shard"
         config = qe.EdgeConfig(
@@ -160,8 +179,25 @@ class EdgeStore:
             if name not in existing:
                 self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
 
+    # -- disk space -----------------------------------------------------------------------------------
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.directory).free
+
+    def _ensure_room(self, needed: int, what: str, reserve: int | None = None) -> None:
+        """StorageFull unless `needed` bytes fit on the disk with the reserve (MIN_FREE_DISK_MB) left over."""
+        reserve = self.min_free_bytes if reserve is None else reserve
+        free = self.free_bytes()
+        if free - needed < reserve:
+            mb = 1024 * 1024
+            raise StorageFull(
+                f"not enough free disk space under {self.directory} to {what}: {free / mb:.0f} MB free, "
+                f"{needed / mb:.1f} MB needed plus the MIN_FREE_DISK_MB reserve of {reserve / mb:.0f} MB; "
+                "nothing was written. Free some space (or move DATA_DIR) and retry."
+            )
+
     # -- VectorStore ----------------------------------------------------------------------------------
-    def _update(self, operation: qe.UpdateOperation) -> None:
+    def _update(self, operation: qe.UpdateOperation, size: int = SMALL_WRITE_BYTES) -> None:
+        self._ensure_room(size, "write")
         try:
             with self._write_lock:
                 self._shard.update(operation)
@@ -172,7 +208,9 @@ class EdgeStore:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = points[start : start + UPSERT_BATCH]
             self._update(
-                qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in batch])
+                qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in batch]),
+                # plus room for the delete and payload move that complete a document's commit after it
+                size=WRITE_AMPLIFICATION * sum(_raw_size(p) for p in batch) + 2 * SMALL_WRITE_BYTES,
             )
 
     def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
@@ -210,6 +248,9 @@ class EdgeStore:
         self._update(qe.UpdateOperation.set_payload_by_filter(_filter(flt), dict(payload)))
 
     def optimize(self) -> None:
+        # Optimising rewrites segments: it may need as much room again as they take.
+        segments = sum(f.stat().st_size for f in (self.directory / "shard" / "segments").rglob("*") if f.is_file())
+        self._ensure_room(segments, "optimise the index")
         try:
             with self._write_lock:
                 self._shard.optimize()
@@ -226,6 +267,8 @@ class EdgeStore:
                 "points": info.points_count,
                 "indexed_vectors": info.indexed_vectors_count,
                 "segments": info.segments_count,
+                "disk_free_mb": round(self.free_bytes() / 1048576),
+                "min_free_disk_mb": round(self.min_free_bytes / 1048576),
             }
         except Exception as exc:
             return {"status": "error", "engine": "qdrant-edge", "error": str(exc)}

@@ -9,6 +9,7 @@ means the same thing in both modes.
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,8 +75,10 @@ class Retriever:
     def _check(self, q: str, space_id: str, top_k: int, mode: str | None, rerank: bool | None) -> tuple[str, str, bool]:
         validate_space(space_id)
         q = (q or "").strip()
-        if not q:
-            raise InvalidRequest("q must not be empty")
+        if not q or all(unicodedata.category(ch).startswith("C") for ch in q):
+            raise InvalidRequest("q must not be empty (or only control characters)")
+        if any("\ud800" <= ch <= "\udfff" for ch in q):  # JSON can carry a lone surrogate; no tokenizer takes one
+            raise InvalidRequest("q is not valid Unicode text (it holds a lone surrogate)")
         if len(q) > MAX_QUERY_CHARS:
             raise InvalidRequest(f"q is too long ({len(q)} characters, at most {MAX_QUERY_CHARS})")
         if not 1 <= top_k <= self.config.max_top_k:

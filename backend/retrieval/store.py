@@ -150,7 +150,7 @@ def create_store(settings, dim: int) -> VectorStore:
 def _edge(settings, dim: int) -> VectorStore:
     from backend.retrieval.edge_store import EdgeStore
 
-    return EdgeStore(settings.embedded_store_dir, dim)
+    return EdgeStore(settings.embedded_store_dir, dim, min_free_bytes=settings.min_free_disk_bytes)
 
 
 def _qdrant(settings, dim: int) -> VectorStore:

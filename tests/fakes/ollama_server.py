@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.threaded_server import ThreadedServer
+from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
 
 FAKE_VERSION = "0.6.5"
 NDJSON = "application/x-ndjson"
@@ -77,20 +76,6 @@ class RecordedRequest:
     at: float = field(default_factory=time.monotonic)
 
 
-class _DeliberateCut(Exception):
-    """Raised inside a streaming body: the server then closes the connection without ending the response."""
-
-
-class _QuietDeliberateFailures(logging.Filter):
-    """Drops uvicorn's "Exception in ASGI application" tracebacks for the failures the fake causes on
-    purpose (a cut stream, a request abandoned at stop), so that a failing test's log shows the real ones."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, (_DeliberateCut, asyncio.CancelledError))
-
-
-_QUIET = _QuietDeliberateFailures()
 
 
 class FakeOllama(ThreadedServer):
@@ -113,10 +98,6 @@ class FakeOllama(ThreadedServer):
         self._chat_counts: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
-
-    def start(self) -> "FakeOllama":
-        logging.getLogger("uvicorn.error").addFilter(_QUIET)  # the same object: added once however many fakes run
-        return super().start()
 
     # -- what the tests look at ----------------------------------------------------------------------------
 
@@ -272,10 +253,10 @@ class FakeOllama(ThreadedServer):
 
         async def lines() -> AsyncIterator[bytes]:
             if attempt < model.cut_first_requests:
-                raise _DeliberateCut(f"cut before any chunk (request {attempt + 1})")
+                raise DeliberateCut(f"cut before any chunk (request {attempt + 1})")
             for i, token in enumerate(tokens):
                 if model.break_after_tokens == i:
-                    raise _DeliberateCut(f"cut after {i} chunks")
+                    raise DeliberateCut(f"cut after {i} chunks")
                 if model.error_after_tokens == i:
                     yield _line({"error": model.error_text})
                     return
@@ -283,7 +264,7 @@ class FakeOllama(ThreadedServer):
                     await asyncio.sleep(model.token_delay_s)
                 yield _line(chunk(token))
             if model.break_after_tokens == len(tokens):
-                raise _DeliberateCut("cut before the final chunk")
+                raise DeliberateCut("cut before the final chunk")
             if not model.end_without_done:
                 yield _line(final())
 

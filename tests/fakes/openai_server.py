@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.threaded_server import ThreadedServer
+from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
 
 DEFAULT_ANSWER = "The answer is in the documents [1]."
 
@@ -41,6 +41,7 @@ class FakeChatModel:
     token_delay_s: float = 0.0  # between tokens
     chat_status: int | None = None  # answer every chat request with this error status
     error_after_tokens: int | None = None  # an error data line after N tokens
+    break_after_tokens: int | None = None  # cut the connection (no [DONE], no final chunk) after N tokens
 
 
 class FakeOpenAI(ThreadedServer):
@@ -103,6 +104,8 @@ class FakeOpenAI(ThreadedServer):
             await asyncio.sleep(model.first_token_delay_s)
             yield chunk({"role": "assistant", "content": ""})
             for i, word in enumerate(words):
+                if model.break_after_tokens == i:
+                    raise DeliberateCut(f"cut after {i} tokens")
                 if model.error_after_tokens == i:
                     yield _data({"error": {"message": "the engine failed mid-answer", "type": "InternalServerError", "code": 500}})
                     yield b"data: [DONE]\n\n"

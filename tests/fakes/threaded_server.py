@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import threading
 import time
@@ -9,6 +11,22 @@ import time
 import uvicorn
 
 START_TIMEOUT_S = 10.0
+
+
+class DeliberateCut(Exception):
+    """Raised inside a streaming body: the server then closes the connection without ending the response."""
+
+
+class _QuietDeliberateFailures(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" tracebacks for the failures a fake causes on
+    purpose (a cut stream, a request abandoned at stop), so that a failing test's log shows the real ones."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (DeliberateCut, asyncio.CancelledError))
+
+
+_QUIET = _QuietDeliberateFailures()
 
 
 class ThreadedServer:
@@ -26,6 +44,7 @@ class ThreadedServer:
 
     def start(self):
         """Serve in a background thread; returns once the port accepts connections."""
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)  # the same object: added once however many fakes run
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))  # port 0: the OS picks a free one, and we keep the socket (no race)

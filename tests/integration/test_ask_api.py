@@ -38,7 +38,8 @@ def test_ask_json_answers_with_numbered_sources(indexed, fake_llm):
     assert first["n"] == 1 and first["path"] == "handbook.pdf" and first["page"] == 2 and first["cited"] is True
     assert {"doc_id", "chunk_index", "score", "text"} <= set(first)
     assert body["usage"] == {"prompt_tokens": 100, "completion_tokens": 6}  # six words from the fake
-    assert set(body["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms"} and body["timings"]["ttft_ms"] is not None
+    assert set(body["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms", "retrieval_stages"}
+    assert body["timings"]["ttft_ms"] is not None and {"embed_ms", "search_ms"} <= set(body["timings"]["retrieval_stages"])
     assert response.headers["cache-control"] == "no-store"
     # The prompt carried the numbered sources and the question.
     prompt = fake_llm.calls[0][1]["content"]

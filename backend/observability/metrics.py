@@ -1,0 +1,123 @@
+"""Prometheus metrics of one app: HTTP traffic, time per stage, errors by type, what retrieval left out.
+
+Every app gets its own `CollectorRegistry` (tests build many apps in one process; the global registry would
+count them together). Names (docs/monitoring.md lists them with their meaning):
+
+    rag_http_requests_total{method,route,status}       rag_http_request_duration_seconds{method,route}
+    rag_http_requests_in_flight                        rag_stage_duration_seconds{stage}
+    rag_errors_total{type}                             rag_empty_retrievals_total
+    rag_context_chunks_dropped_total                   rag_context_tokens_dropped_total
+    rag_llm_tokens_total{kind}                         rag_documents_ingested_total{status}
+    rag_info{version,engine,embed_model,store}         process_* (resident memory, CPU, open fds)
+
+Labels never carry user input (no space ids, paths or questions): `route` is the route's template, and an
+unmatched path is "unmatched", so a scanner cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Seconds. From sub-millisecond stages (a BM25 search) to long answers (a slow engine's full generation).
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+INGEST_STAGES = ("parse", "embed", "store_write")
+QUERY_STAGES = {"embed_ms": "query_embed", "search_ms": "search", "rerank_ms": "rerank"}
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The app's metrics; `observe_*` take what the components already report (timings dicts, results)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.http_requests = Counter(
+            "rag_http_requests", "HTTP requests answered, by route template and status.", ["method", "route", "status"], registry=r
+        )
+        self.http_duration = Histogram(
+            "rag_http_request_duration_seconds", "Time from request to the last byte of the response (streams included).",
+            ["method", "route"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("rag_http_requests_in_flight", "Requests being served right now.", registry=r)
+        self.stage = Histogram(
+            "rag_stage_duration_seconds",
+            "Time per stage: parse, embed, store_write (ingest); query_embed, search, rerank (retrieval); "
+            "retrieval, ttft, generation, total (one /ask).",
+            ["stage"], buckets=STAGE_BUCKETS, registry=r,
+        )
+        self.errors = Counter("rag_errors", "Errors answered, by the type in the JSON error body.", ["type"], registry=r)
+        self.empty_retrievals = Counter(
+            "rag_empty_retrievals", "Questions answered 'not found' because nothing relevant was retrieved (no LLM call).", registry=r
+        )
+        self.chunks_dropped = Counter(
+            "rag_context_chunks_dropped", "Retrieved chunks left out of prompts because the model's window was full.", registry=r
+        )
+        self.tokens_dropped = Counter(
+            "rag_context_tokens_dropped", "Tokens of the chunks left out of prompts (window full).", registry=r
+        )
+        self.llm_tokens = Counter("rag_llm_tokens", "Tokens the engine reported, by kind.", ["kind"], registry=r)
+        self.documents = Counter("rag_documents_ingested", "Files through the ingest pipeline, by outcome.", ["status"], registry=r)
+        self.info = Gauge("rag_info", "What this backend runs.", ["version", "engine", "embed_model", "store"], registry=r)
+
+    # -- recording ---------------------------------------------------------------------------------------
+    def set_info(self, version: str, engine: str, embed_model: str, store: str) -> None:
+        self.info.labels(version, engine, embed_model, store).set(1)
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    def observe_error(self, error_type: str) -> None:
+        self.errors.labels(error_type).inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage).observe(seconds)
+
+    def observe_retrieval(self, timings: dict) -> None:
+        """A `Retrieved.timings` dict (embed_ms, search_ms, rerank_ms)."""
+        for key, stage in QUERY_STAGES.items():
+            if timings.get(key) is not None:
+                self.observe_stage(stage, timings[key] / 1000)
+
+    def observe_ingest(self, status: str, timings: dict | None) -> None:
+        """One file's outcome and its `parse_ms`/`embed_ms`/`store_write_ms` (absent for unchanged files)."""
+        self.documents.labels(status).inc()
+        for stage in INGEST_STAGES:
+            ms = (timings or {}).get(f"{stage}_ms")
+            if ms is not None:
+                self.observe_stage(stage, ms / 1000)
+
+    def observe_answer(self, done: dict) -> None:
+        """The final event of one /ask: its timings, dropped context, token usage, or that nothing was found."""
+        timings = done.get("timings") or {}
+        self.observe_retrieval(timings.get("retrieval_stages") or {})
+        self.observe_stage("retrieval", timings["retrieval_ms"] / 1000)
+        self.observe_stage("total", timings["total_ms"] / 1000)
+        if timings.get("ttft_ms") is not None:
+            self.observe_stage("ttft", timings["ttft_ms"] / 1000)
+            self.observe_stage("generation", (timings["total_ms"] - timings["ttft_ms"]) / 1000)
+        if not done.get("grounded"):
+            self.empty_retrievals.inc()
+        dropped = (done.get("context") or {}).get("dropped") or []
+        if dropped:
+            self.chunks_dropped.inc(len(dropped))
+            self.tokens_dropped.inc(sum(d.get("tokens") or 0 for d in dropped))
+        usage = done.get("usage") or {}
+        for kind in ("prompt", "completion"):
+            if usage.get(f"{kind}_tokens"):
+                self.llm_tokens.labels(kind).inc(usage[f"{kind}_tokens"])
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def record_error(scope: dict, error_type: str) -> None:
+    """Count an error answered for the request of this ASGI scope (no-op for an app without metrics)."""
+    app = scope.get("app")
+    metrics = getattr(getattr(app, "state", None), "metrics", None)
+    if metrics is not None:
+        metrics.observe_error(error_type)
