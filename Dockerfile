@@ -44,8 +44,11 @@ WORKDIR /app
 COPY --chown=app:app docs ./docs
 COPY --chown=app:app README.md ./
 # (DL3064 flags TOKENIZERS_PARALLELISM for the word TOKEN; it is a threading switch, not a secret.)
+# MALLOC_ARENA_MAX=2: glibc's per-thread arenas grew the backend's RSS by ~90 MB under 64 concurrent answer
+# streams before levelling off; with 2 arenas it stayed flat at the same req/s (docs/benchmarks.md, "Soak").
 # hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
+    MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask eval deploy-check ab-up ab-down clean
+.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,14 @@ eval: setup
 BENCH_URL ?= http://127.0.0.1:8000
 bench-ask: setup
 	$(PY) -m cli.bench ask --url $(BENCH_URL) --space docs --concurrency 1 4 16 --requests 32 --out-dir benchmarks/out/ask
+
+# Soak: 64 streaming /ask for SOAK_DURATION_S seconds (plus a concurrent-ingest check) against a backend
+# that the soak test starts itself (real embedder and store, API keys on, a fixed-latency stand-in for vLLM:
+# the backend's overhead and stability, not a model's); fails on any error, duplicate or runaway memory.
+# The report (soak.md, soak.json, soak_rss.png) goes to benchmarks/out/soak. docs/benchmarks.md, "Soak".
+SOAK_DURATION_S ?= 120
+soak: setup
+	SOAK_DURATION_S=$(SOAK_DURATION_S) SOAK_OUT_DIR=benchmarks/out/soak $(PY) -m pytest -q -s tests/integration/test_soak.py -k 64_streams
 
 # The compose files, env files and Dockerfile, checked without a Docker engine (part of `make test` too).
 deploy-check: setup

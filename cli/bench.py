@@ -10,8 +10,14 @@
     ab         the same load and questions on two backends (e.g. Ollama vs vLLM), one after the other per
                level, with the second-to-first ratios and how far their answers agree.
     raw        the same load straight on an OpenAI-compatible engine (vLLM's /v1/chat/completions).
+    soak       constant streaming /ask load on a running backend for a bounded time: errors, latency, and the
+               backend's memory over time; with --ingest, a concurrent ingest of the same files checked for
+               duplicates.
 
-Exit codes: 0 ran (errors of single requests are counted in the report), 2 usage, 4 a target did not answer.
+ask, ab and soak send `Authorization: Bearer` with --api-key, else BACKEND_API_KEY (env or env file).
+
+Exit codes: 0 ran (errors of single requests are counted in the report), 2 usage or a key refused (401/403),
+4 a target did not answer.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cli import bench_load
+from cli import bench_load, bench_soak
 from cli.bench_load import percentile
 from cli.local_backend import start_backend, stop_backend
 
@@ -235,16 +241,36 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", type=Path, default=None, help="write <command>.md, <command>.json and PNG plots here")
 
 
-def add_ask_options(p: argparse.ArgumentParser) -> None:
-    """What the /ask requests carry (ask, ab)."""
+def add_request_options(p: argparse.ArgumentParser, keys: str | None = None) -> None:
+    """What the /ask requests carry (ask, ab, soak); `keys` (ab): --api-key takes several, as it says."""
     p.add_argument("--space", required=True, help="the space to ask over")
     p.add_argument("--questions", type=Path, default=None, help="one question per line, or JSON lines with a \"q\" key (default: built-in questions about docs/)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: the backend's ANSWER_MAX_TOKENS)")
+    p.add_argument(
+        "--api-key", nargs="+" if keys else None, default=None, metavar="KEY",
+        help=f"the backend's API key{f' ({keys})' if keys else ''}; default BACKEND_API_KEY, which keeps it off the command line",
+    )
+
+
+def add_ask_options(p: argparse.ArgumentParser, keys: str | None = None) -> None:
+    """ask, ab: the requests and the load levels."""
+    add_request_options(p, keys)
     add_load_options(p)
 
 
-LOAD_COMMANDS = {"ask": bench_load.run_ask, "ab": bench_load.run_ab, "raw": bench_load.run_raw}
+LOAD_COMMANDS = {"ask": bench_load.run_ask, "ab": bench_load.run_ab, "raw": bench_load.run_raw, "soak": bench_soak.run_soak}
+BACKEND_COMMANDS = ("ask", "ab", "soak")  # they talk to the appliance's backend: BACKEND_API_KEY applies
+
+
+def backend_api_keys(args) -> list[str] | None:
+    """--api-key as a list (one key, or one per ab target), else BACKEND_API_KEY from the settings, else None."""
+    if args.api_key is not None:
+        return [args.api_key] if isinstance(args.api_key, str) else list(args.api_key)
+    from backend.settings import load_settings
+
+    key = load_settings(args.env_file).backend_api_key
+    return [key.get_secret_value()] if key and key.get_secret_value() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "--target", type=bench_load.parse_target, action="extend", nargs="+", required=True, metavar="NAME=URL",
         help="exactly two backends, e.g. --target ollama=http://127.0.0.1:8000 vllm=http://127.0.0.1:9000",
     )
-    add_ask_options(ab)
+    add_ask_options(ab, keys="one for both targets, or one per target in --target order")
     w = sub.add_parser("raw", help="streaming chat completions straight to an OpenAI-compatible engine (vLLM)")
     w.add_argument("--url", default="http://127.0.0.1:8001/v1", help="the engine's OpenAI API, with /v1")
     w.add_argument("--model", default=None, help="served model name (default: the first listed)")
@@ -281,13 +307,25 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--max-tokens", type=int, default=256)
     w.add_argument("--ignore-eos", action="store_true", help="vLLM only: always generate --max-tokens tokens")
     add_load_options(w)
+    soak = sub.add_parser("soak", help="constant streaming /ask load for a bounded time: errors, latency, backend memory")
+    add_request_options(soak)
+    bench_soak.add_options(soak)
     args = parser.parse_args(argv)
     if args.command in LOAD_COMMANDS:
-        # No settings: the load benchmarks talk to servers over HTTP only.
+        # The load benchmarks talk to servers over HTTP only: the settings give the backend's key, nothing else.
+        if args.command in BACKEND_COMMANDS:
+            try:
+                args.api_key = backend_api_keys(args)
+            except ValueError as exc:  # a missing env file or a bad setting (pydantic's ValidationError is a ValueError)
+                print(f"error: invalid settings: {exc}", file=sys.stderr)
+                return 2
         try:
             report = LOAD_COMMANDS[args.command](args)
         except bench_load.UsageError as exc:
             sub.choices[args.command].error(str(exc))
+        except bench_load.AuthRejected as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return bench_load.EXIT_AUTH
         except bench_load.TargetUnreachable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return bench_load.EXIT_UNREACHABLE
@@ -295,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.env_file)
         report = {"retrieval": bench_retrieval, "ingest": bench_ingest}[args.command](args, settings)
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    if args.command in LOAD_COMMANDS:
+    if args.command == "soak":
+        bench_soak.publish(report, args.out_dir)
+    elif args.command in LOAD_COMMANDS:
         bench_load.publish(report, args.out_dir)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

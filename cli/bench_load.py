@@ -42,6 +42,8 @@ PROBE_TIMEOUT_S = 15.0
 DEFAULT_TIMEOUT_S = 300.0  # longest wait for the server's next bytes, first token included
 DEFAULT_REQUESTS = 40
 EXIT_UNREACHABLE = 4  # as cli.ask: no server answers at the URL
+EXIT_AUTH = 2  # as the other CLIs: the server refused the API key (401/403); nothing would be measured
+AUTH_STATUSES = (401, 403)
 
 # Questions answerable from this repository's README.md and docs/*.md (index them to benchmark on them).
 QUESTIONS = [
@@ -86,14 +88,29 @@ class TargetUnreachable(RuntimeError):
     """A target did not answer its probe at start-up: nothing would be measured."""
 
 
+class AuthRejected(RuntimeError):
+    """A target answered 401/403: every further request would fail the same way, so the run stops (exit 2)."""
+
+
 @dataclass
 class Target:
-    """A server under load: its name in the report, its base URL, and what it said it serves."""
+    """A server under load: its name in the report, its base URL, and what it said it serves.
+
+    `api_key` is sent as `Authorization: Bearer`; it is never printed nor written into a report."""
 
     name: str
     url: str
     engine: str | None = None
     model: str | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def public(self) -> dict:
+        """The target as reports show it: without its key."""
+        return {k: v for k, v in asdict(self).items() if k != "api_key"}
 
 
 @dataclass
@@ -162,6 +179,15 @@ def load_questions(path: Path | None) -> list[str]:
     return questions
 
 
+def assign_keys(targets: list[Target], keys: list[str] | None) -> None:
+    """`--api-key`: none, one for every target, or one per target in the targets' order."""
+    keys = [k for k in keys or [] if k is not None]
+    if len(keys) > 1 and len(keys) != len(targets):
+        raise UsageError(f"--api-key takes one key for every target or one per target ({len(targets)}), not {len(keys)}")
+    for n, target in enumerate(targets):
+        target.api_key = (keys[n] if len(keys) > 1 else keys[0]) if keys else None
+
+
 def check_load_args(args) -> None:
     """Usage checks shared by the load commands (argparse cannot express them)."""
     if any(c < 1 for c in args.concurrency):
@@ -220,15 +246,34 @@ async def _status_error(response: httpx.Response) -> str:
     return f"{response.status_code} {kind}" if kind else f"http_{response.status_code}"
 
 
+def _error_message(body: bytes) -> str:
+    try:
+        parsed = json.loads(body)
+        inner = parsed.get("error", parsed) if isinstance(parsed, dict) else {}
+        return str(inner.get("message") or "") if isinstance(inner, dict) else ""
+    except ValueError:
+        return body.decode("utf-8", "replace")[:200]
+
+
+def auth_rejected(target: Target, status: int, body: bytes, key_option: str = "--api-key or BACKEND_API_KEY") -> AuthRejected:
+    """The error that stops a run on a 401/403, with the server's own message (it never echoes the key)."""
+    sent = "with an API key" if target.api_key else "without an API key"
+    reason = _error_message(body) or ("unauthorized" if status == 401 else "forbidden")
+    return AuthRejected(f"{target.name}: {target.url} refused the request sent {sent}: HTTP {status}, {reason} ({key_option})")
+
+
 async def ask_once(client: httpx.AsyncClient, target: Target, body: dict, index: int) -> RequestResult:
-    """Send one streaming `POST /ask`; never raises: a failure is the result's `error`.
+    """Send one streaming `POST /ask`; a failure is the result's `error`, but a 401/403 raises AuthRejected
+    (a refused key is no load figure: every request would fail the same way).
 
     Error types: "<status> <type>" for an HTTP error (e.g. "503 llm_unavailable"), "sse <type>" for an
     `error` event after the stream started, "incomplete_stream", "timeout", "connect_error", ...
     """
     result = RequestResult(index, time.perf_counter())
     try:
-        async with client.stream("POST", f"{target.url}/ask", json=body) as response:
+        async with client.stream("POST", f"{target.url}/ask", json=body, headers=target.headers) as response:
+            if response.status_code in AUTH_STATUSES:
+                raise auth_rejected(target, response.status_code, await response.aread())
             if response.status_code != 200:
                 result.error = await _status_error(response)
                 return result
@@ -245,6 +290,8 @@ async def ask_once(client: httpx.AsyncClient, target: Target, body: dict, index:
                     result.error = f"sse {json.loads(data)['error']['type']}"
                     return result
             result.error = "incomplete_stream"
+    except AuthRejected:
+        raise
     except Exception as exc:  # one bad reply is counted: it must not stop a load run
         result.error = _exception_type(exc)
     return result
@@ -263,11 +310,14 @@ def _read_final_event(result: RequestResult, final: dict) -> None:
 
 async def chat_once(client: httpx.AsyncClient, target: Target, body: dict, index: int, headers: dict) -> RequestResult:
     """Send one streaming `POST {url}/chat/completions` (OpenAI-style SSE, `data: [DONE]` at the end); never
-    raises. Tokens come from the final usage chunk (`stream_options.include_usage`), else content chunks."""
+    raises but AuthRejected on a 401/403. Tokens come from the final usage chunk (`stream_options.include_usage`),
+    else content chunks."""
     result = RequestResult(index, time.perf_counter())
     finished = False
     try:
         async with client.stream("POST", f"{target.url}/chat/completions", json=body, headers=headers) as response:
+            if response.status_code in AUTH_STATUSES:
+                raise auth_rejected(target, response.status_code, await response.aread(), "--api-key: the server's --api-key")
             if response.status_code != 200:
                 result.error = await _status_error(response)
                 return result
@@ -290,6 +340,8 @@ async def chat_once(client: httpx.AsyncClient, target: Target, body: dict, index
             result.ended = time.perf_counter()
             if not finished:
                 result.error = "incomplete_stream"
+    except AuthRejected:
+        raise
     except Exception as exc:  # one bad reply is counted: it must not stop a load run
         result.error = _exception_type(exc)
     return result
@@ -303,7 +355,9 @@ Send = Callable[[int], Awaitable[RequestResult]]
 
 async def run_level(send: Send, concurrency: int, requests: int | None, duration_s: float | None, desc: str) -> tuple[list[RequestResult], float]:
     """Closed-loop load: `concurrency` workers send requests 0, 1, 2, ... until `requests` were sent or
-    `duration_s` passed (requests in flight then finish). Returns (results, wall seconds)."""
+    `duration_s` passed (requests in flight then finish). Returns (results, wall seconds).
+
+    An exception of `send` (AuthRejected: the key was refused) cancels the other workers and is raised."""
     results: list[RequestResult] = []
     errors = 0
     indexes = itertools.count()  # shared by the workers; safe, they only switch at awaits
@@ -324,7 +378,11 @@ async def run_level(send: Send, concurrency: int, requests: int | None, duration
                 bar.set_postfix(errors=errors, refresh=False)
 
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async with asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # the first cause: the others are the same refusal, or cancellations
     finally:
         bar.close()
     return results, time.perf_counter() - started
@@ -391,14 +449,18 @@ async def run_levels(targets: list[Target], sends: dict[str, Send], args) -> tup
     return rows, results
 
 
-def _client(args) -> httpx.AsyncClient:
-    # One client for the whole run, with room for every request in flight: a request must never wait for a
-    # connection, or the pool's queue would be measured instead of the server.
-    room = max(args.concurrency) + 2
+def make_client(concurrency: int, timeout_s: float) -> httpx.AsyncClient:
+    """One client for a whole run, with room for every request in flight: a request must never wait for a
+    connection, or the pool's queue would be measured instead of the server."""
+    room = concurrency + 2
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(args.timeout, connect=CONNECT_TIMEOUT_S),
+        timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
         limits=httpx.Limits(max_connections=room, max_keepalive_connections=room),
     )
+
+
+def _client(args) -> httpx.AsyncClient:
+    return make_client(max(args.concurrency), args.timeout)
 
 
 def requests_per_level(args) -> int | None:
@@ -410,7 +472,7 @@ def _report(kind: str, targets: list[Target], args, settings: dict, rows: list[d
     return {
         "kind": kind,
         "started_at": started_at,
-        "targets": [asdict(t) for t in targets],
+        "targets": [t.public() for t in targets],
         "settings": {
             "concurrency": args.concurrency,
             "requests_per_level": requests_per_level(args),
@@ -429,8 +491,23 @@ def _now() -> str:
 # -- the appliance's /ask ---------------------------------------------------------------------------------
 
 
-async def probe_backend(client: httpx.AsyncClient, target: Target) -> None:
-    """Fill the target's engine and model from the backend's `GET /health`; TargetUnreachable if none answers."""
+async def probe_backend(client: httpx.AsyncClient, target: Target, space: str | None = None) -> None:
+    """Fill the target's engine and model from the backend's `GET /health`; TargetUnreachable if none answers.
+
+    /health needs no key: with `space`, `GET /documents?space_id=` checks the key against that space too, so a
+    refused key (401) or one that does not cover the space (403) stops the run (AuthRejected) before any load."""
+    await _probe_health(client, target)
+    if space is None:
+        return
+    try:
+        response = await client.get(f"{target.url}/documents", params={"space_id": space}, headers=target.headers, timeout=PROBE_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise TargetUnreachable(f"{target.name}: {target.url}/documents did not answer ({type(exc).__name__}: {exc})") from exc
+    if response.status_code in AUTH_STATUSES:
+        raise auth_rejected(target, response.status_code, response.content)
+
+
+async def _probe_health(client: httpx.AsyncClient, target: Target) -> None:
     try:
         response = await client.get(f"{target.url}/health", timeout=PROBE_TIMEOUT_S)
         llm = response.json()["components"]["llm"]
@@ -456,7 +533,7 @@ async def _measure_backends(kind: str, targets: list[Target], questions: list[st
     started_at = _now()
     async with _client(args) as client:
         for target in targets:
-            await probe_backend(client, target)
+            await probe_backend(client, target, args.space)
         sends = {t.name: _ask_sender(client, t, questions, args) for t in targets}
         rows, results = await run_levels(targets, sends, args)
     settings = {
@@ -473,7 +550,9 @@ def run_ask(args) -> dict:
     """`ask`: streaming /ask on one backend at each --concurrency level; returns the report (`publish` shows it)."""
     check_load_args(args)
     questions = load_questions(args.questions)
-    report, _ = asyncio.run(_measure_backends("ask", [Target("backend", args.url.rstrip("/"))], questions, args))
+    target = Target("backend", args.url.rstrip("/"))
+    assign_keys([target], args.api_key)
+    report, _ = asyncio.run(_measure_backends("ask", [target], questions, args))
     return report
 
 
@@ -486,6 +565,7 @@ def run_ab(args) -> dict:
     first, second = args.target
     if first.name == second.name:
         raise UsageError("the two targets need different names")
+    assign_keys([first, second], args.api_key)
     report, results = asyncio.run(_measure_backends("ab", [first, second], questions, args))
     report["ratios"] = ratios(report["runs"], first.name, second.name)
     level = min(args.concurrency)  # the quietest level (1 when it was run): timeouts under load skew nothing
@@ -559,9 +639,11 @@ def answer_agreement(first: list[RequestResult], second: list[RequestResult], n_
 
 async def probe_openai(client: httpx.AsyncClient, target: Target, headers: dict) -> None:
     """Check the model against `GET {url}/models` (the first served when none was given) and read the engine
-    from its `owned_by`; TargetUnreachable if the server does not answer."""
+    from its `owned_by`; TargetUnreachable if the server does not answer, AuthRejected on a 401/403."""
     try:
         response = await client.get(f"{target.url}/models", headers=headers, timeout=PROBE_TIMEOUT_S)
+        if response.status_code in AUTH_STATUSES:
+            raise auth_rejected(target, response.status_code, response.content, "--api-key: the server's --api-key")
         response.raise_for_status()
         served = {m["id"]: m for m in response.json()["data"]}
     except httpx.HTTPError as exc:
@@ -588,8 +670,8 @@ def run_raw(args) -> dict:
     check_load_args(args)
     if args.prompt_tokens < 1 or args.max_tokens < 1:
         raise UsageError("--prompt-tokens and --max-tokens must be >= 1")
-    target = Target(args.name, args.url.rstrip("/"), model=args.model)
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    target = Target(args.name, args.url.rstrip("/"), model=args.model, api_key=args.api_key)
+    headers = target.headers
 
     def body(i: int) -> dict:
         chat = {

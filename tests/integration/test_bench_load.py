@@ -2,11 +2,13 @@
 
 Two backends (`python -m backend`) serve one small indexed space: one answers with Ollama, the other with
 vLLM; fixed-latency stand-ins play the engines (tests/fakes: Ollama's API, and vLLM's OpenAI API, which
-`raw` also drives directly). Only the reports' structure is checked, never figures.
+`raw` also drives directly). Both have API keys (a '*' key on one, a key for the space on the other), so
+the benchmarks send them. Only the reports' structure is checked, never figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +26,7 @@ SPACE = "docs"
 OLLAMA_MODEL = "llama3.1:8b"
 VLLM_MODEL = "fake-vllm"
 ANSWER = "The backend serves on port 8000 by default [1]."
+KEYS = {"ollama": "bench-ollama-key-0123456789", "vllm": "bench-vllm-key-0123456789"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {
     "target", "concurrency", "requests", "errors", "error_types", "req_s", "output_tok_s", "ttft_p50_ms", "ttft_p99_ms",
@@ -50,16 +53,22 @@ def backends(engines, tmp_path_factory, model_cache, embedder):
         "ollama": {"LLM_BACKEND": "ollama", "OLLAMA_BASE_URL": ollama.url, "OLLAMA_MODEL": OLLAMA_MODEL},
         "vllm": {"LLM_BACKEND": "vllm", "VLLM_BASE_URL": f"{openai.url}/v1", "VLLM_MODEL": VLLM_MODEL},
     }
+    keys = {"ollama": f"{KEYS['ollama']}=*", "vllm": f"{KEYS['vllm']}={SPACE}"}
     with ThreadPoolExecutor(2) as pool:
         started = {
-            name: pool.submit(start_backend, {**common, **env, "DATA_DIR": str(tmp_path_factory.mktemp(f"data-{name}"))})
+            name: pool.submit(
+                start_backend, {**common, **env, "API_KEYS": keys[name], "DATA_DIR": str(tmp_path_factory.mktemp(f"data-{name}"))}
+            )
             for name, env in envs.items()
         }
         procs = {name: future.result() for name, future in started.items()}
     try:
         doc = (ROOT / "docs" / "getting-started.md").read_bytes()
-        for _, url in procs.values():
-            response = httpx.post(f"{url}/documents", data={"space_id": SPACE}, files={"file": ("getting-started.md", doc)}, timeout=120)
+        for name, (_, url) in procs.items():
+            response = httpx.post(
+                f"{url}/documents", data={"space_id": SPACE}, files={"file": ("getting-started.md", doc)},
+                headers={"Authorization": f"Bearer {KEYS[name]}"}, timeout=120,
+            )
             assert response.status_code == 201, response.text
         yield {name: url for name, (_, url) in procs.items()}
     finally:
@@ -85,7 +94,7 @@ def assert_files(out_dir: Path, kind: str) -> None:
 
 def test_ask_measures_every_level(backends, tmp_path):
     out = tmp_path / "ask.json"
-    argv = ["--json", str(out), "ask", "--url", backends["ollama"], "--space", SPACE, "--concurrency", "1", "2",
+    argv = ["--json", str(out), "ask", "--url", backends["ollama"], "--space", SPACE, "--api-key", KEYS["ollama"], "--concurrency", "1", "2",
             "--requests", "4", "--max-tokens", "32", "--out-dir", str(tmp_path / "out")]
     assert bench.main(argv) == 0
     report = load_report(out)
@@ -106,7 +115,7 @@ def test_ab_compares_two_backends_on_the_same_questions(backends, tmp_path):
     questions.write_text('{"q": "Which port does the backend use?"}\n\nHow do I index a folder?\n{"q": "Where do CLI files go?"}\n')
     out_dir = tmp_path / "out"
     argv = ["ab", "--target", f"ollama={backends['ollama']}", "--target", f"vllm={backends['vllm']}", "--space", SPACE,
-            "--questions", str(questions), "--concurrency", "1", "2", "--requests", "3", "--out-dir", str(out_dir)]
+            "--api-key", KEYS["ollama"], KEYS["vllm"], "--questions", str(questions), "--concurrency", "1", "2", "--requests", "3", "--out-dir", str(out_dir)]
     assert bench.main(argv) == 0
     report = load_report(out_dir / "ab.json")
     assert [(t["name"], t["engine"], t["model"]) for t in report["targets"]] == [("ollama", "ollama", OLLAMA_MODEL), ("vllm", "vllm", VLLM_MODEL)]
@@ -123,6 +132,53 @@ def test_ab_compares_two_backends_on_the_same_questions(backends, tmp_path):
         assert 0 <= agreement[key] <= 1
     assert_files(out_dir, "ab")
     assert "Ratios (vllm / ollama)" in (out_dir / "ab.md").read_text()
+    assert not any(key in (out_dir / name).read_text() for key in KEYS.values() for name in ("ab.md", "ab.json"))
+
+
+def test_a_refused_key_stops_the_run_with_exit_2(backends, engines, tmp_path, capsys, monkeypatch):
+    """401/403 are no load figures: the run stops before the load (exit 2), says why, never echoes the key."""
+    ollama, openai = engines
+    monkeypatch.delenv("BACKEND_API_KEY", raising=False)
+    monkeypatch.delenv("ENV_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    sent = len(ollama.bodies("/api/chat")) + len(openai.chat_requests)
+    ask = ["ask", "--space", SPACE, "--concurrency", "2", "--requests", "4"]
+    for argv, expected in (
+        ([*ask, "--url", backends["ollama"]], "refused the request sent without an API key: HTTP 401"),
+        ([*ask, "--url", backends["ollama"], "--api-key", "wrong-key-0123456789abc"], "with an API key: HTTP 401"),
+        ([*ask, "--url", backends["vllm"], "--api-key", KEYS["vllm"], "--space", "other"], "HTTP 403, this API key does not cover space 'other'"),
+        # one key for both targets: the second refuses it
+        (["ab", "--target", f"ollama={backends['ollama']}", f"vllm={backends['vllm']}", "--space", SPACE, "--api-key", KEYS["ollama"]],
+         f"vllm: {backends['vllm']} refused the request sent with an API key: HTTP 401"),
+    ):
+        assert bench.main(argv) == bench_load.EXIT_AUTH == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and "--api-key or BACKEND_API_KEY" in err, err
+        assert not any(key in err for key in KEYS.values())
+    assert len(ollama.bodies("/api/chat")) + len(openai.chat_requests) == sent  # nothing reached an engine
+    with pytest.raises(SystemExit) as exit_info:  # three keys for two targets
+        bench.main(["ab", "--target", f"a={backends['ollama']}", f"b={backends['vllm']}", "--space", SPACE, "--api-key", "k1", "k2", "k3"])
+    assert exit_info.value.code == 2
+
+    # The default: BACKEND_API_KEY, from the environment or the env file, as the other CLIs read it.
+    monkeypatch.setenv("BACKEND_API_KEY", KEYS["ollama"])
+    out = tmp_path / "ask.json"
+    assert bench.main(["--json", str(out), *ask, "--url", backends["ollama"], "--warmup", "0"]) == 0
+    assert json.loads(out.read_text())["runs"][0]["errors"] == 0
+
+
+def test_a_key_refused_in_the_middle_of_a_run_stops_every_worker(backends):
+    """The probe catches a refused key first; should the backend start refusing it later (keys rotated), the
+    first 401 ends the level: the other workers are cancelled, nothing is counted."""
+    target = bench_load.Target("ollama", backends["ollama"], api_key="rotated-key-0123456789abc")
+    body = {"q": "Which port?", "space_id": SPACE, "stream": True}
+
+    async def run() -> None:
+        async with bench_load.make_client(8, 30) as client:
+            await bench_load.run_level(lambda i: bench_load.ask_once(client, target, body, i), 8, 10_000, None, "refused")
+
+    with pytest.raises(bench_load.AuthRejected, match="HTTP 401"):
+        asyncio.run(run())
 
 
 def test_raw_streams_chat_completions_to_an_openai_server(engines, tmp_path):
@@ -152,7 +208,7 @@ def test_failed_requests_are_counted_not_fatal(backends, engines, tmp_path):
     openai.models[VLLM_MODEL].chat_status = 503
     try:
         ask_out, raw_out = tmp_path / "ask.json", tmp_path / "raw.json"
-        assert bench.main(["--json", str(ask_out), "ask", "--url", backends["ollama"], "--space", SPACE,
+        assert bench.main(["--json", str(ask_out), "ask", "--url", backends["ollama"], "--space", SPACE, "--api-key", KEYS["ollama"],
                            "--concurrency", "2", "--requests", "4", "--warmup", "0"]) == 0
         assert bench.main(["--json", str(raw_out), "raw", "--url", f"{openai.url}/v1", "--concurrency", "2",
                            "--requests", "3", "--warmup", "0", "--prompt-tokens", "8", "--max-tokens", "4"]) == 0
