@@ -61,8 +61,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 VOLUME ["/data"]
 USER 10001:10001
 EXPOSE 8000
-# No curl in python:*-slim: the check is Python's own urllib. /health is 200 while the store and the
-# embedder work (status "degraded" when only the LLM is down), 503 otherwise.
+# No curl in python:*-slim: the check is Python's own urllib. "Healthy" means ready to serve: /ready is 200
+# while the store and the embedder work (an LLM that is down is reported, not required), 503 otherwise.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('PORT', '8000'), timeout=4)"]
 CMD ["python", "-m", "backend"]

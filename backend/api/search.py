@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import GrantDep, ServicesDep
+from backend.api.deps import GrantDep, MetricsDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES, SearchResponse
 from backend.retrieval.documents import validate_space
 
@@ -20,6 +20,7 @@ router = APIRouter(tags=["search"])
 def search(
     services: ServicesDep,
     grant: GrantDep,
+    metrics: MetricsDep,
     q: str = Query(..., description="The query text."),
     space_id: str = Query(..., description="The space to search."),
     top_k: int = Query(5, description="How many chunks to return (1..SEARCH_MAX_TOP_K)."),
@@ -30,6 +31,7 @@ def search(
     grant.require(validate_space(space_id))
     start = time.perf_counter()
     retrieved = services.retriever.search(q, space_id, top_k, mode, rerank)
+    metrics.observe_retrieval(retrieved.timings)
     timings = {**retrieved.timings, "total_ms": round((time.perf_counter() - start) * 1000, 3)}
     # Returned as is: the retriever already builds the documented shape, and re-validating it through the
     # response model costs more than the vector search itself. The model still documents the response.
