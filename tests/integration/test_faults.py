@@ -243,7 +243,8 @@ def test_ingest_is_refused_before_writing_when_the_disk_reserve_would_be_crossed
     with TestClient(create_app(settings, services, llm=fake_llm)) as client:
         assert client.post("/documents", data={"space_id": SPACE}, files={"file": ("notes.md", NOTES)}).status_code == 201
         reserve = store.min_free_bytes
-        store.min_free_bytes = store.free_bytes() - 1024 * 1024  # 1 MB left above the reserve: not enough for a commit
+        # A reserve just above what is free (by a margin that other writers on a shared disk cannot erase).
+        store.min_free_bytes = store.free_bytes() + 100 * 1024 * 1024
         try:
             _ingest_is_refused_for_lack_of_space(client, store)
         finally:
