@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
+.PHONY: setup browser demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,15 @@ vllm-cpu:
 vllm-cpu-stop:
 	VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/stop.sh
 
-test: setup
+# Debian's chromium, for the web console's end-to-end test (tests/integration/test_console.py drives it with
+# Playwright; Playwright's own browser downloads are not used). Installed only when missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 serve: setup

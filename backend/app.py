@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from backend import __version__
 from backend.api.upload_limit import UploadSizeLimit
 from backend.auth import ApiKeys
-from backend.api import ask, documents, health, search
+from backend.api import ask, documents, health, jobs, search
+from backend.api import openai_compat
+from backend.api.console import install_console
 from backend.api.errors import install_error_handlers
 from backend.llm.base import LLMClient
 from backend.observability.metrics import Metrics
@@ -57,6 +59,7 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         if owned and svc.store.kind == "edge":
             _register(settings)
         svc.optimizer.start()
+        app.state.jobs = jobs.start_job_worker(settings, svc, app.state.metrics)
         app.state.metrics.set_info(__version__, client.engine, svc.embedder.name, svc.store.kind)
         log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
         if not app.state.api_keys.enabled:
@@ -64,6 +67,8 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         try:
             yield
         finally:
+            # Before the store closes: files being indexed are committed, the rest reported interrupted.
+            await run_in_threadpool(app.state.jobs.stop, settings.shutdown_timeout_s)
             if llm is None:
                 await client.aclose()
             if owned:
@@ -88,5 +93,8 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     app.include_router(health.router)
     app.include_router(search.router)
     app.include_router(documents.router)
+    app.include_router(jobs.router)
     app.include_router(ask.router)
+    install_console(app)  # the web console: GET / and /console/*
+    app.include_router(openai_compat.router)
     return app

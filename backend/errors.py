@@ -12,11 +12,13 @@
     │   └── EmptyDocument (422)
     ├── NotFound (404)
     │   ├── DocumentNotFound (404)
-    │   └── SpaceNotFound (404)
+    │   ├── SpaceNotFound (404)
+    │   └── JobNotFound (404)      no ingestion job with this id (or not one the key may see)
     ├── StoreError (503)
     │   ├── StoreUnavailable (503)
     │   ├── StoreLocked (503)
     │   └── StorageFull (507)      too little free disk under DATA_DIR to write safely
+    ├── JobQueueFull (503)         too many ingestion jobs waiting or running
     ├── EmbedderError (500)
     ├── BackendUnreachable (503)   (CLI talking to a running backend)
     ├── ContextOverflow (400)      (the question alone does not fit the model's context)
@@ -128,6 +130,13 @@ class SpaceNotFound(NotFound):
     error_type = "space_not_found"
 
 
+class JobNotFound(NotFound):
+    """No ingestion job with this id: unknown, dropped from the last JOBS_KEPT jobs, from before a restart
+    (job state lives in memory), or in a space the API key does not cover (its existence is not revealed)."""
+
+    error_type = "job_not_found"
+
+
 class StoreError(AppError):
     """The vector store failed or cannot be reached."""
 
@@ -154,6 +163,13 @@ class StorageFull(StoreError):
 
     status_code = 507
     error_type = "storage_full"
+
+
+class JobQueueFull(AppError):
+    """Too many ingestion jobs are already queued or running: retry when some have finished."""
+
+    status_code = 503
+    error_type = "job_queue_full"
 
 
 class EmbedderError(AppError):

@@ -30,6 +30,7 @@ SYSTEM_PROMPT = (
 NOT_FOUND_ANSWER = "I could not find anything relevant to this question in the documents of space {space!r}."
 # Room for the chat template's role markers and separators, which per-message counts do not include.
 TEMPLATE_MARGIN_TOKENS = 64
+HISTORY_MESSAGE_MARGIN_TOKENS = 8  # the role markers of each earlier turn of a conversation
 MAX_TOP_K = 50
 CITATION = re.compile(r"(?<!\w)\[(\d+(?:\s*,\s*\d+)*)\]")  # not list[0]
 
@@ -43,6 +44,10 @@ class AskRequest:
     temperature: float | None = None
     mode: str | None = None  # dense | sparse | hybrid; None = SEARCH_MODE
     rerank: bool | None = None  # None = rerank when a model is configured
+    # Earlier turns of a conversation ({"role": "user" | "assistant", "content"}), oldest first: shown to the
+    # model between the instructions and the sources, never used for retrieval; when the window is short they
+    # give way (the oldest first) before any source does. /ask sends none.
+    history: list[dict] = field(default_factory=list)
 
 
 def format_source(n: int, hit: dict) -> str:
@@ -190,16 +195,24 @@ class RagService:
         info = await self.llm.model_info()
         base["model"] = info.model
         blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
-        fixed_text = [SYSTEM_PROMPT, user_message(request.q, [])]
+        history = list(request.history)
+        fixed_text = [SYSTEM_PROMPT, *(m["content"] for m in history), user_message(request.q, [])]
         # Exact counts cost the engine one tokenize request per text, which competes with its token streams
         # (measured on an H100: 25 ms of TTFT at c=1, 10 % of req/s at c=16). They matter only near the window's
         # end: when the byte upper bound already fits, nothing can be dropped and no count is needed.
         counts = byte_upper_bounds(fixed_text + blocks)
         token_counts = "upper_bound"
-        if sum(counts) + len(blocks) > prompt_limit(info.context_length, max_tokens):
+        limit = prompt_limit(info.context_length, max_tokens)
+        if sum(counts) + len(blocks) + HISTORY_MESSAGE_MARGIN_TOKENS * len(history) > limit:
             counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
             token_counts = "exact" if self.llm.exact_token_counts else "estimated"
-        budget = fit_budget(sum(counts[:2]), [c + 1 for c in counts[2:]], info.context_length, max_tokens)
+        counts = [c + HISTORY_MESSAGE_MARGIN_TOKENS if 0 < i <= len(history) else c for i, c in enumerate(counts)]
+        # Earlier turns give way before any source is dropped, the oldest first; a conversation starts with the user.
+        while history and (sum(counts) + len(blocks) > limit or history[0]["role"] != "user"):
+            history.pop(0)
+            del counts[1]
+        n_fixed = 2 + len(history)
+        budget = fit_budget(sum(counts[:n_fixed]), [c + 1 for c in counts[n_fixed:]], info.context_length, max_tokens)
         sources = [
             {
                 "n": n,
@@ -216,11 +229,12 @@ class RagService:
         ]
         dropped = [
             {"doc_id": relevant[i]["doc_id"], "path": relevant[i]["path"], "chunk_index": relevant[i]["chunk_index"],
-             "score": relevant[i]["score"], "tokens": counts[2 + i], "reason": "context_budget"}
+             "score": relevant[i]["score"], "tokens": counts[n_fixed + i], "reason": "context_budget"}
             for i in budget.dropped
         ]
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
+            *({"role": m["role"], "content": m["content"]} for m in history),
             {"role": "user", "content": user_message(request.q, [blocks[i] for i in budget.kept])},
         ]
 
@@ -257,6 +271,8 @@ class RagService:
                 "max_tokens": max_tokens,
                 "prompt_tokens_counted": budget.prompt_tokens,
                 "token_counts": token_counts,
+                **({"history": {"sent": len(history), "dropped": len(request.history) - len(history)}}
+                   if request.history else {}),
             },
             "timings": _timings(started, retrieval_ms, ttft_ms, retrieved.timings),
         }

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         None, description="The key the CLI sends to a running backend (Authorization: Bearer)."
     )
     search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
+    openai_expose_engine_model: bool = Field(
+        False,
+        description="List and serve the engine's own model on the OpenAI-compatible /v1 API (plain chat, no retrieval; "
+        "API keys for all spaces only), next to the rag/<space> models.",
+    )
     log_level: str = Field("info", description="Python logging level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="Server logs: one JSON object per line (with request ids), or plain text for a terminal."

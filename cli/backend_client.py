@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
-from backend.errors import AppError, BackendUnreachable, Forbidden, Unauthorized
-from backend.ingest.pipeline import IngestResult
+from backend.errors import AppError, BackendUnreachable, Forbidden, StorageFull, StoreUnavailable, Unauthorized
 from backend.settings import Settings
 
-# Uploads of large files are embedded while we wait: allow minutes, but fail fast when nobody listens.
+# Uploads of large batches take a while on slow links: allow minutes, but fail fast when nobody listens.
 CONNECT_TIMEOUT_S = 5.0
 UPLOAD_TIMEOUT_S = 900.0
+# A job's event stream sends a keepalive every 15 s: silence for this long means the connection is gone.
+EVENTS_READ_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.5
+
+
+class JobRefused(Exception):
+    """The backend answered a job submission with a 4xx other than 401/403 (too large, bad name, ...)."""
+
+    def __init__(self, status_code: int, error_type: str | None, message: str):
+        super().__init__(message)
+        self.status_code, self.error_type, self.message = status_code, error_type, message
+
+
+class UploadCut(Exception):
+    """The connection broke while the request was being sent (a backend refusing a body over its MAX_UPLOAD_MB
+    answers 413 and closes before reading it, which the sender may only see as a broken connection)."""
 
 
 def auth_headers(settings: Settings | None) -> dict[str, str]:
@@ -33,7 +51,7 @@ def discover_backend_url(settings: Settings) -> str | None:
 
 
 class BackendClient:
-    """Uploads files to POST /documents; searches with GET /search."""
+    """Queues files as ingestion jobs (POST /documents) and follows them; searches with GET /search."""
 
     def __init__(self, base_url: str, headers: dict[str, str] | None = None):
         self.base_url = base_url.rstrip("/")
@@ -48,27 +66,70 @@ class BackendClient:
             raise BackendUnreachable(f"no backend answers at {self.base_url}: {exc}") from exc
         return response.json()
 
-    def upload(self, space_id: str, rel_path: str, file: Path) -> IngestResult:
+    def submit_job(self, space_id: str, files: list[tuple[str, Path]]) -> dict:
+        """POST the files as one ingestion job (202); returns its {job_id, url, events_url, ...}."""
         try:
-            with open(file, "rb") as handle:
+            with ExitStack() as stack:
+                parts = [
+                    ("file", (Path(rel).name, stack.enter_context(open(path, "rb")), "application/octet-stream"))
+                    for rel, path in files
+                ]
                 response = self._http.post(
-                    "/documents",
-                    data={"space_id": space_id, "path": rel_path},
-                    files={"file": (file.name, handle, "application/octet-stream")},
+                    "/documents", data={"space_id": space_id, "path": [rel for rel, _ in files], "async": "true"}, files=parts
                 )
-        except OSError as exc:
-            return IngestResult(rel_path, "failed", error_type="io_error", message=f"{rel_path}: {exc}")
+        except httpx.ConnectError as exc:
+            raise BackendUnreachable(f"no backend answers at {self.base_url}: {exc}") from exc
+        except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+            raise UploadCut(str(exc)) from exc
         except httpx.HTTPError as exc:
-            raise BackendUnreachable(f"backend at {self.base_url} failed during upload of {rel_path}: {exc}") from exc
-        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-        if response.status_code in (401, 403):  # no file will get through: stop the run, say why
+            raise BackendUnreachable(f"backend at {self.base_url} failed during an upload: {exc}") from exc
+        if response.status_code == 202:
+            return response.json()
+        body = _json(response)
+        error = body.get("error", {})
+        self._raise_auth(response, body)
+        if 400 <= response.status_code < 500:
+            raise JobRefused(response.status_code, error.get("type"), error.get("message", response.text))
+        raise _server_error(response, body)
+
+    def follow_job(self, job_id: str) -> Iterator[tuple[str, dict]]:
+        """The job's events: `progress` ({..., "file"}) per finished file, then `done` (the full job). Read from
+        its Server-Sent Events; if that stream breaks, by polling GET /jobs/{id} (each poll a `progress` with
+        the full job)."""
+        try:
+            with self._http.stream(
+                "GET", f"/jobs/{job_id}/events", timeout=httpx.Timeout(EVENTS_READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    body = _json(response)
+                    self._raise_auth(response, body)
+                    raise _server_error(response, body)
+                for event, data in _parse_sse(response.iter_lines()):
+                    yield event, data
+                    if event == "done":
+                        return
+        except httpx.HTTPError:
+            pass  # the stream broke: the job goes on in the backend; poll it
+        while True:
+            try:
+                response = self._http.get(f"/jobs/{job_id}")
+            except httpx.HTTPError as exc:
+                raise BackendUnreachable(f"lost the backend at {self.base_url} while following job {job_id}: {exc}") from exc
+            body = _json(response)
+            if not response.is_success:
+                self._raise_auth(response, body)
+                raise _server_error(response, body)
+            if body["status"] not in ("queued", "running"):
+                yield "done", body
+                return
+            yield "progress", body
+            time.sleep(POLL_INTERVAL_S)
+
+    def _raise_auth(self, response: httpx.Response, body: dict) -> None:
+        if response.status_code in (401, 403):  # nothing will get through: stop the run, say why
             error_class = Unauthorized if response.status_code == 401 else Forbidden
             raise error_class(f"backend at {self.base_url}: {body.get('error', {}).get('message', response.text)} (BACKEND_API_KEY)")
-        if response.is_success:
-            return IngestResult(rel_path, body["status"], body.get("doc_id"), body.get("chunks", 0))
-        error = body.get("error", {})
-        status = "skipped" if response.status_code == 415 else "failed"
-        return IngestResult(rel_path, status, error_type=error.get("type"), message=error.get("message", response.text))
 
     def search(self, q: str, space_id: str, top_k: int, mode: str) -> list[dict]:
         """GET /search results; a backend that rejects the query raises its error type as an AppError."""
@@ -90,3 +151,42 @@ class BackendClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _json(response: httpx.Response) -> dict:
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _server_error(response: httpx.Response, body: dict) -> AppError:
+    """The backend's error as an AppError of its status and type (a full disk or a down store keep their class)."""
+    error = body.get("error", {})
+    error_type = error.get("type", "error")
+    cls = {"storage_full": StorageFull, "store_unavailable": StoreUnavailable}.get(error_type, AppError)
+    exc = cls(f"backend: {error.get('message', response.text[:300])}")
+    exc.status_code, exc.error_type = response.status_code, error_type
+    return exc
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
+    """(event, JSON data) pairs of a Server-Sent Events stream; comments (keepalives) are skipped."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)

@@ -1,10 +1,18 @@
 """`python -m cli.index_cli --dir DIR --space SPACE`: index a folder into a space.
 
 Writes directly into the store, except when the embedded store is held by a running backend (Qdrant
-Edge is single-process): then the files are sent to that backend's POST /documents, found through
-BACKEND_URL or the registration the backend leaves in DATA_DIR. Exit codes: 0 all files indexed or
-unchanged (unsupported files are skipped, not failures), 1 some files failed, 2 usage, 3 store,
-4 backend unreachable, 5 embedder.
+Edge is single-process): then the files are sent to that backend, found through BACKEND_URL or the
+registration the backend leaves in DATA_DIR, or named by `--api URL`; the CLI waits for them to be indexed
+(`--wait`, the default: progress bar, summary, exit code), or with `--no-wait` prints the ids of the jobs it
+queued and exits.
+
+Through a backend the folder goes as ingestion jobs (POST /documents with several files): batches of at
+most BATCH_FILES files and MAX_UPLOAD_MB bytes (the CLI's setting; a batch the backend still finds too large
+is split and sent again), two jobs in flight so the backend never waits for the next upload; the progress
+bar follows each job's event stream (GET /jobs/{id}/events, else by polling GET /jobs/{id}).
+
+Exit codes: 0 all files indexed or unchanged (unsupported files are skipped, not failures; with --no-wait:
+all submitted), 1 some files failed, 2 usage, 401 or 403, 3 store, 4 backend unreachable, 5 embedder.
 """
 
 from __future__ import annotations
@@ -13,18 +21,23 @@ import argparse
 import logging
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 from tqdm import tqdm
 
 from backend.errors import EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, StoreLocked, exit_code_for
 from backend.ingest.pipeline import IngestResult, iter_folder
-from backend.retrieval.documents import validate_space
+from backend.api.upload_limit import MULTIPART_ALLOWANCE
+from backend.retrieval.documents import normalize_doc_path, validate_space
 from backend.settings import Settings, load_settings
-from cli.backend_client import BackendClient, auth_headers, discover_backend_url
+from cli.backend_client import BackendClient, JobRefused, UploadCut, auth_headers, discover_backend_url
 
 STATUSES = ("added", "replaced", "unchanged", "skipped", "failed")
+# Files per job; with their multipart framing they stay within the backend's allowance over MAX_UPLOAD_MB.
+BATCH_FILES = 64
+# Jobs submitted ahead of the one being followed: the backend indexes one while the next is uploaded.
+JOBS_IN_FLIGHT = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--env-file", default=None, help="settings file (default: .env if present)")
     parser.add_argument("--api", default=None, help="send files to the backend at this URL instead of opening the store")
     parser.add_argument("--prune", action="store_true", help="delete documents of the space whose files are gone")
+    parser.add_argument(
+        "--wait", action=argparse.BooleanOptionalAction, default=True,
+        help="through a backend: wait until it has indexed every file (progress bar, summary, exit code; the "
+        "default); --no-wait queues the jobs, prints their ids and exits",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -59,16 +77,105 @@ def _run_direct(settings: Settings, args, files: list[Path], results: list[Inges
         services.close()
 
 
-def _run_remote(url: str, args, files: list[Path], results: list[IngestResult], bar, settings: Settings) -> None:
+def _run_remote(
+    url: str, args, files: list[Path], results: list[IngestResult], bar, settings: Settings, wait: bool
+) -> list[str] | None:
+    """Send the folder as ingestion jobs; with `wait`, follow them to the end (None), else their ids."""
     client = BackendClient(url, auth_headers(settings))
     try:
         client.check()
+        items = []
         for f in files:
-            _record(client.upload(args.space, f.relative_to(args.dir).as_posix(), f), results, bar)
+            rel = f.relative_to(args.dir).as_posix()
+            try:
+                normalize_doc_path(rel)
+                size = f.stat().st_size
+            except AppError as exc:
+                _record(IngestResult(rel, "failed", error_type=exc.error_type, message=exc.message), results, bar)
+                continue
+            except OSError as exc:
+                _record(IngestResult(rel, "failed", error_type="io_error", message=f"{rel}: {exc}"), results, bar)
+                continue
+            if size > settings.max_upload_bytes:  # the backend would refuse it: say so without sending it
+                message = f"{rel}: {size / 1048576:.1f} MB exceeds MAX_UPLOAD_MB ({settings.max_upload_mb:g} MB)"
+                _record(IngestResult(rel, "failed", error_type="file_too_large", message=message), results, bar)
+                continue
+            items.append((rel, f, size))
+        batches = deque(make_batches(items, settings.max_upload_bytes))
+        if not wait:
+            return [job_id for batch in batches for job_id, _ in _submit(client, args.space, batch, results, bar)]
+        active: deque[tuple[str, list]] = deque()
+        while batches or active:
+            while batches and len(active) < JOBS_IN_FLIGHT:
+                active.extend(_submit(client, args.space, batches.popleft(), results, bar))
+            if active:
+                job_id, _ = active.popleft()
+                _follow(client, job_id, results, bar)
         if args.prune:
             tqdm.write("--prune is not available through a running backend; run it with the backend stopped")
+        return None
     finally:
         client.close()
+
+
+def make_batches(items: list[tuple[str, Path, int]], max_bytes: int) -> list[list[tuple[str, Path, int]]]:
+    """Consecutive groups of at most BATCH_FILES files and `max_bytes` bytes, whose multipart framing (estimated
+    per file) also fits the backend's allowance; a file over `max_bytes` goes alone."""
+    batches: list[list] = []
+    batch: list = []
+    size = framed = 0
+    for item in items:
+        rel, _, n = item
+        overhead = 512 + 2 * len(rel.encode())
+        if batch and (len(batch) >= BATCH_FILES or size + n > max_bytes or framed + n + overhead > max_bytes + MULTIPART_ALLOWANCE):
+            batches.append(batch)
+            batch, size, framed = [], 0, 0
+        batch.append(item)
+        size += n
+        framed += n + overhead
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _submit(client: BackendClient, space: str, batch: list, results: list[IngestResult], bar) -> list[tuple[str, list]]:
+    """Queue one batch as a job: [(job id, batch)]. A batch the backend refuses as a whole (too large for it, a
+    name it rejects) is split in halves and sent again; a single refused file is reported failed."""
+    try:
+        body = client.submit_job(space, [(rel, path) for rel, path, _ in batch])
+    except (JobRefused, UploadCut) as exc:
+        if len(batch) > 1:
+            half = len(batch) // 2
+            return _submit(client, space, batch[:half], results, bar) + _submit(client, space, batch[half:], results, bar)
+        rel = batch[0][0]
+        if isinstance(exc, UploadCut):
+            error_type, message = "upload_failed", f"{rel}: the backend closed the connection during the upload (over its MAX_UPLOAD_MB?)"
+        else:
+            error_type, message = exc.error_type, exc.message
+        status = "skipped" if error_type == "unsupported_file_type" else "failed"
+        _record(IngestResult(rel, status, error_type=error_type, message=message), results, bar)
+        return []
+    return [(body["job_id"], batch)]
+
+
+def _follow(client: BackendClient, job_id: str, results: list[IngestResult], bar) -> None:
+    """Move the bar as the job's files finish; record every file's outcome once."""
+    seen: set[str] = set()
+
+    def absorb(file: dict | None) -> None:
+        if file and file["path"] not in seen and file["status"] not in ("queued", "running"):
+            seen.add(file["path"])
+            result = IngestResult(file["path"], file["status"], file.get("doc_id"), file.get("chunks") or 0,
+                                  file.get("error_type"), file.get("message"))
+            _record(result, results, bar)
+
+    for event, data in client.follow_job(job_id):
+        absorb(data.get("file"))
+        if event == "done" or "files" in data:
+            for file in data.get("files", []):
+                absorb(file)
+        if event == "done" and data["status"] != "done":
+            tqdm.write(f"job {job_id} ended {data['status']}", file=sys.stderr)
 
 
 def _record(result: IngestResult, results: list[IngestResult], bar) -> None:
@@ -100,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     mode = "direct"
     bar = tqdm(total=len(files), unit="file", disable=args.quiet, desc=f"indexing into {args.space!r}")
+    submitted: list[str] | None = None
     try:
         if args.api:
             mode = f"via {args.api}"
-            _run_remote(args.api, args, files, results, bar, settings)
+            submitted = _run_remote(args.api, args, files, results, bar, settings, wait=args.wait)
         else:
             try:
                 _run_direct(settings, args, files, results, bar)
@@ -113,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 mode = f"via the running backend at {url}"
                 tqdm.write(f"the embedded store is held by a running backend; sending files to {url}", file=sys.stderr)
-                _run_remote(url, args, files, results, bar, settings)
+                _run_remote(url, args, files, results, bar, settings, wait=args.wait)
     except AppError as exc:
         bar.close()
         print(f"error: {exc.message}", file=sys.stderr)
@@ -122,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
 
     counts = Counter(r.status for r in results)
+    if submitted is not None:
+        base = args.api.rstrip("/")
+        for job_id in submitted:
+            print(f"queued job {job_id}: {base}/jobs/{job_id}")
+        sent = len(files) - len(results)
+        print(f"{len(files)} files ({mode}): {sent} queued in {len(submitted)} jobs, {counts.get('failed', 0)} failed, "
+              f"{counts.get('skipped', 0)} skipped before upload; not waiting (--no-wait)")
+        return EXIT_FILES_FAILED if counts.get("failed") else EXIT_OK
     chunks = sum(r.chunks for r in results if r.status in ("added", "replaced"))
     seconds = time.perf_counter() - started
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)

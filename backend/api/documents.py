@@ -1,16 +1,23 @@
-"""/documents: list, upload (multipart), get and delete documents."""
+"""/documents: list, upload (multipart), get and delete documents.
+
+One file is indexed while the request waits (201/200 with its outcome). Several `file` parts, or `async=true`,
+make an ingestion job instead (202 at once; backend.ingest.jobs): what can be checked up front (space, key,
+names, sizes, free disk) is still answered with the usual 4xx, the files' own outcomes come with the job.
+"""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from backend.api.deps import GrantDep, MetricsDep, ServicesDep
-from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut
-from backend.errors import AppError, FileTooLarge, InvalidRequest, UnsupportedFileType
-from backend.retrieval.documents import validate_space
+from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut, JobAccepted
+from backend.errors import AppError, FileTooLarge, InvalidRequest, StorageFull, UnsupportedFileType
+from backend.ingest.jobs import MAX_JOB_FILES
+from backend.retrieval.documents import normalize_doc_path, validate_space
 
 router = APIRouter(tags=["documents"])
 
@@ -34,18 +41,32 @@ def get_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
 
 @router.post(
     "/documents", response_model=IngestOut, status_code=201,
-    responses={**ERROR_RESPONSES, 200: {"model": IngestOut, "description": "The same content was already indexed."}},
+    responses={
+        **ERROR_RESPONSES,
+        200: {"model": IngestOut, "description": "The same content was already indexed."},
+        202: {"model": JobAccepted, "description": "Several files, or async=true: an ingestion job was queued."},
+    },
 )
 def upload_document(
+    request: Request,
     services: ServicesDep,
     grant: GrantDep,
     metrics: MetricsDep,
-    file: UploadFile = File(..., description="The document (PDF, Markdown, text, HTML, DOCX)."),
-    space_id: str = Form(..., description="The space to index it into."),
-    path: str | None = Form(None, description="Logical path (its identity in the space); default: the file name."),
+    file: list[UploadFile] = File(..., description="The document(s) (PDF, Markdown, text, HTML, DOCX); several make a job."),
+    space_id: str = Form(..., description="The space to index into."),
+    path: list[str] | None = Form(
+        None, description="Logical path (identity in the space) per file, in the order of the files; default: the file names."
+    ),
+    run_async: bool = Form(False, alias="async", description="Queue a job (202) even for one file."),
 ):
-    """Index one file. 201 when added or replaced, 200 when the same content was already indexed."""
+    """Index one file (201 added or replaced, 200 unchanged), or queue a job for several files or `async=true`
+    (202 with the job's id and URLs; follow it with GET /jobs/{id} or its events)."""
     grant.require(validate_space(space_id))
+    if path is not None and len(path) != len(file):
+        raise InvalidRequest(f"{len(path)} 'path' fields for {len(file)} files: send one per file, in order, or none")
+    if len(file) > 1 or run_async:
+        return _queue_job(request, services, space_id, file, path)
+    file, path = file[0], (path[0] if path else None)
     name = path or file.filename
     if not name:
         raise InvalidRequest("the upload has no file name; send one or the form field 'path'")
@@ -74,3 +95,53 @@ def delete_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict
     deleted = services.index.delete(doc_id)
     services.optimizer.schedule()
     return {"doc_id": doc_id, "deleted_points": deleted}
+
+
+def _size(upload: UploadFile) -> int:
+    if upload.size is not None:
+        return upload.size
+    upload.file.seek(0, 2)
+    size = upload.file.tell()
+    upload.file.seek(0)
+    return size
+
+
+def _queue_job(request: Request, services: ServicesDep, space_id: str, files: list[UploadFile], paths: list[str] | None):
+    """Check what can be checked up front, spool the files into a job folder, answer 202."""
+    settings = services.settings
+    if len(files) > MAX_JOB_FILES:
+        raise InvalidRequest(f"{len(files)} files in one request; at most {MAX_JOB_FILES} (send several requests)")
+    names, seen, total = [], set(), 0
+    limit = settings.max_upload_bytes
+    for n, upload in enumerate(files):
+        raw = (paths[n] if paths else None) or upload.filename
+        if not raw:
+            raise InvalidRequest(f"file {n + 1} has no file name; send one or a 'path' field per file")
+        name = normalize_doc_path(raw)
+        if name in seen:
+            raise InvalidRequest(f"{name}: sent twice in one request")
+        seen.add(name)
+        size = _size(upload)
+        if size > limit:
+            raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({settings.max_upload_mb:g} MB)")
+        total += size
+        names.append(name)
+    if total > limit:
+        raise FileTooLarge(f"the files together are larger than MAX_UPLOAD_MB ({settings.max_upload_mb:g} MB); send fewer per request")
+    # The spool shares DATA_DIR's disk with the embedded store, which must never find it full.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(settings.data_dir).free
+    if free - total < settings.min_free_disk_bytes:
+        raise StorageFull(
+            f"not enough free disk space under {settings.data_dir} to queue {total / 1048576:.1f} MB of uploads "
+            f"with the MIN_FREE_DISK_MB reserve of {settings.min_free_disk_mb:g} MB left; nothing was stored"
+        )
+    for upload in files:
+        upload.file.seek(0)
+    job = request.app.state.jobs.create(space_id, [(name, upload.file) for name, upload in zip(names, files)])
+    url = f"/jobs/{job.job_id}"
+    body = {
+        "job_id": job.job_id, "status": "queued", "space_id": space_id, "total": len(files),
+        "url": url, "events_url": f"{url}/events",
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": url, "Cache-Control": "no-store"})

@@ -91,3 +91,52 @@ class AskOut(BaseModel):
     citations: dict = Field(description="cited: source numbers cited; invalid: numbers cited that no source has")
     context: dict = Field(description="retrieved, below_min_score, used, dropped chunks, mode, reranked, token budget")
     timings: dict = Field(description="retrieval_ms, ttft_ms, total_ms, retrieval_stages")
+
+
+class JobAccepted(BaseModel):
+    """202 from POST /documents with several files or `async=true`: the job is queued."""
+
+    job_id: str
+    status: str = Field(description="queued")
+    space_id: str
+    total: int = Field(description="How many files the job holds.")
+    url: str = Field(description="GET it for the job's state: /jobs/{job_id}")
+    events_url: str = Field(description="Server-Sent Events of its progress: /jobs/{job_id}/events")
+
+
+class JobFileOut(BaseModel):
+    path: str
+    status: str = Field(description="queued | running | added | replaced | unchanged | failed | skipped")
+    doc_id: str | None
+    chunks: int
+    error_type: str | None = Field(description="Why it failed or was skipped (corrupt_document, interrupted, ...).")
+    message: str | None
+
+
+class JobCounts(BaseModel):
+    added: int
+    replaced: int
+    unchanged: int
+    failed: int
+    skipped: int
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    space_id: str
+    status: str = Field(description="queued | running | done | failed | interrupted (done also when files failed: see counts)")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    total: int
+    processed: int = Field(description="Files with an outcome.")
+    progress: float = Field(description="processed / total, 0..1")
+    counts: JobCounts
+
+
+class JobOut(JobSummary):
+    files: list[JobFileOut]
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary] = Field(description="Newest first; the last 200 jobs, kept in memory until a restart.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -108,3 +109,43 @@ def test_the_cli_sends_its_key_to_a_backend_that_requires_one(tmp_path):
         assert key not in accepted.stdout + accepted.stderr + refused.stdout + refused.stderr
     finally:
         stop_backend(proc)
+
+
+def test_index_cli_wait_follows_the_jobs_with_a_progress_bar(tmp_path, running_backend):
+    url, env = running_backend
+    docs = make_folder(tmp_path)
+    args = [sys.executable, "-m", "cli.index_cli", "--dir", str(docs), "--space", "kb", "--api", url, "--wait"]
+    waited = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert waited.returncode == 1, waited.stdout + waited.stderr  # broken.pdf failed
+    assert f"5 files (via {url}): 3 added, 0 replaced, 0 unchanged, 1 skipped, 1 failed" in waited.stdout
+    bar = waited.stderr.replace("\r", "\n")
+    assert "100%" in bar and "5/5" in bar, waited.stderr  # the bar, fed by the job's events, reached the end
+    assert "failed: broken.pdf:" in waited.stderr and "skipped: diagram.png" in waited.stderr
+    hits = httpx.get(f"{url}/search", params={"q": "how often rotate API keys", "space_id": "kb"}).json()["results"]
+    assert hits[0]["path"] == "policy.pdf"
+    assert httpx.get(f"{url}/jobs", params={"space_id": "kb"}).json()["jobs"][0]["counts"]["failed"] == 1
+
+    # --no-wait: the jobs are queued, their ids printed, and the CLI does not wait for them.
+    (docs / "broken.pdf").unlink()
+    (docs / "notes.txt").write_text("The GPU server now has two H200 cards.")
+    queued = run_cli(["--dir", str(docs), "--space", "kb", "--api", url, "--no-wait"], env)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    job_lines = [line for line in queued.stdout.splitlines() if line.startswith("queued job ")]
+    assert len(job_lines) == 1 and "4 queued in 1 jobs" in queued.stdout
+    job_url = job_lines[0].split(": ", 1)[1]
+    for _ in range(600):
+        job = httpx.get(job_url).json()
+        if job["status"] == "done":
+            break
+        time.sleep(0.1)
+    assert job["counts"] == {"added": 0, "replaced": 1, "unchanged": 2, "failed": 0, "skipped": 1}
+
+
+def test_the_folder_is_sent_in_batches_bounded_by_count_and_bytes(tmp_path):
+    from cli.index_cli import BATCH_FILES, make_batches
+
+    items = [(f"f{n}.txt", tmp_path / f"f{n}.txt", 100) for n in range(BATCH_FILES + 10)]
+    assert [len(b) for b in make_batches(items, 10**9)] == [BATCH_FILES, 10]
+    assert [len(b) for b in make_batches(items[:10], 350)] == [3, 3, 3, 1]  # 3 x 100 bytes fit in 350
+    big = [("a.txt", tmp_path / "a.txt", 50), ("huge.pdf", tmp_path / "huge.pdf", 10_000), ("b.txt", tmp_path / "b.txt", 50)]
+    assert [[rel for rel, _, _ in b] for b in make_batches(big, 1000)] == [["a.txt"], ["huge.pdf"], ["b.txt"]]
