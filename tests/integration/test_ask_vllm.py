@@ -115,6 +115,23 @@ def test_ask_streams_several_events_then_a_final_one(app_client):
     assert "Rome" in streamed and final["sources"][0]["path"] == "monuments/colosseum.md"
 
 
+def test_the_openai_sdk_gets_answers_from_the_real_engine_through_v1(app_client):
+    """/v1/chat/completions with the official SDK as the client (its HTTP client is the app's TestClient)."""
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{app_client.base_url}/v1", api_key="unused", http_client=app_client)
+    assert "rag/kb" in [m.id for m in sdk.models.list().data]
+    question = [{"role": "user", "content": "In which year was the Eiffel Tower completed?"}]
+    completion = sdk.chat.completions.create(model="rag/kb", messages=question, max_tokens=40, temperature=0)
+    assert "1889" in completion.choices[0].message.content
+    assert completion.model == "rag/kb" and completion.usage.completion_tokens > 0
+    assert completion.sources[0]["path"] == "monuments/eiffel.md"
+    chunks = list(sdk.chat.completions.create(model="rag/kb", messages=question, max_tokens=40, temperature=0, stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 3 and "1889" in streamed
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
 def test_health_reports_the_real_llm(app_client):
     llm = app_client.get("/health").json()["components"]["llm"]
     assert llm == {"engine": "vllm", "url": BASE_URL, "model": MODEL, "status": "ok", "context_length": 4096}
