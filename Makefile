@@ -46,7 +46,14 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
-test: setup browser
+# checkov (the Kubernetes policy scanner of tests/deploy/test_k8s.py) in its own venv: its pins would
+# downgrade packages the appliance uses (packaging, networkx, python-dateutil).
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet checkov==3.3.30
+
+test: setup browser $(CHECKOV)
 	$(PY) -m pytest -q
 
 serve: setup
@@ -78,7 +85,7 @@ soak: setup
 	SOAK_DURATION_S=$(SOAK_DURATION_S) SOAK_OUT_DIR=benchmarks/out/soak $(PY) -m pytest -q -s tests/integration/test_soak.py -k 64_streams
 
 # The compose files, env files and Dockerfile, checked without a Docker engine (part of `make test` too).
-deploy-check: setup
+deploy-check: setup $(CHECKOV)
 	$(PY) -m pytest -q tests/deploy
 
 # Both stacks side by side on one GPU server for the engine A/B (docs/deployment.md): Ollama's backend on

@@ -36,6 +36,20 @@ class Settings(BaseSettings):
     qdrant_api_key: str | None = Field(None, description="API key for the Qdrant server, if it needs one.")
     qdrant_collection: str = Field("chunks", description="Collection (server) holding every space's chunks.")
     qdrant_timeout_s: float = Field(10.0, gt=0, description="Per-request timeout for the Qdrant server.")
+    # Collection layout on a Qdrant cluster; read only when the backend creates the collection (an existing one
+    # keeps its layout). Unset = the server's own default.
+    qdrant_shard_number: int | None = Field(
+        None, ge=1, description="Shards of the collection the backend creates on a Qdrant server; unset = Qdrant's default."
+    )
+    qdrant_replication_factor: int | None = Field(
+        None, ge=1,
+        description="Copies of each shard on a distributed Qdrant (2 survives one node down); unset = Qdrant's default (1).",
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        None, ge=1,
+        description="Replicas that must confirm a write before it succeeds (at most the replication factor); "
+        "unset = Qdrant's default (1).",
+    )
 
     # Embeddings
     embed_model: str = Field(

@@ -91,17 +91,46 @@ class QdrantServerStore:
 
     kind = "qdrant"
 
-    def __init__(self, client: QdrantClient, collection: str, dim: int, where: str = "qdrant"):
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        dim: int,
+        where: str = "qdrant",
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+    ):
+        """`shard_number`, `replication_factor` and `write_consistency_factor` shape the collection on a Qdrant
+        cluster when this store creates it (None: the server's default); an existing collection keeps its own."""
         self.client = client
         self.collection = collection
         self.dim = dim
         self.where = where
+        self.shard_number = shard_number
+        self.replication_factor = replication_factor
+        self.write_consistency_factor = write_consistency_factor
         self._call(self._ensure_collection, "prepare the collection")
 
     @classmethod
-    def from_url(cls, url: str, collection: str, dim: int, api_key: str | None = None, timeout_s: float = 10.0):
+    def from_url(
+        cls,
+        url: str,
+        collection: str,
+        dim: int,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        *,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+    ):
         client = QdrantClient(url=url, api_key=api_key, timeout=int(max(timeout_s, 1)))
-        return cls(client, collection, dim, where=url)
+        return cls(
+            client, collection, dim, where=url, shard_number=shard_number,
+            replication_factor=replication_factor, write_consistency_factor=write_consistency_factor,
+        )
 
     def _call(self, fn, what: str, *args, **kwargs):
         try:
@@ -116,6 +145,11 @@ class QdrantServerStore:
                 vectors_config={DENSE_VECTOR: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
                 # IDF is the server's: it knows the document frequencies of everything stored.
                 sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                # Cluster layout (QDRANT_SHARD_NUMBER / _REPLICATION_FACTOR / _WRITE_CONSISTENCY_FACTOR); None
+                # leaves the server's default. qdrant-client's local mode accepts and ignores them.
+                shard_number=self.shard_number,
+                replication_factor=self.replication_factor,
+                write_consistency_factor=self.write_consistency_factor,
             )
         else:
             info = self.client.get_collection(self.collection)

@@ -162,6 +162,9 @@ def _qdrant(settings, dim: int) -> VectorStore:
         dim=dim,
         api_key=settings.qdrant_api_key,
         timeout_s=settings.qdrant_timeout_s,
+        shard_number=settings.qdrant_shard_number,
+        replication_factor=settings.qdrant_replication_factor,
+        write_consistency_factor=settings.qdrant_write_consistency_factor,
     )
 
 
