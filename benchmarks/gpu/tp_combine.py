@@ -7,7 +7,7 @@ cache. With TP=n the weights and the KV cache are split over n GPUs that read in
 with the context at its mean during decoding (input + half the output). Compute (2 FLOPs per parameter per
 token) is far from binding at these batch sizes on H200s and is reported for reference.
 
-    python benchmarks/gpu/tp_combine.py --runs-dir DIR --out benchmarks/results/gpu-h200x2-tp-<date>.json
+    python benchmarks/gpu/tp_combine.py --runs-dir DIR --out benchmarks/results/gpu-h200x2-tp-<date>.json [--machine TEXT]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--machine", default="nvidia-h200-x2 (lent): 2x NVIDIA H200 141 GB", help="what ran it")
     args = parser.parse_args()
     runs = []
     for path in sorted(args.runs_dir.glob("llama-*-tp*-c*.json")):
@@ -82,7 +83,7 @@ def main() -> None:
         })
     report = {
         "date": date.today().isoformat(),
-        "machine": "nvidia-h200-x2 (lent): 2x NVIDIA H200 141 GB",
+        "machine": args.machine,
         "gpus": (args.runs_dir / "gpus.csv").read_text().strip().splitlines()[1:] if (args.runs_dir / "gpus.csv").exists() else None,
         "engine": "vLLM 0.26.0 (shared GPU kit), --load-format dummy, --max-model-len 4096, --gpu-memory-utilization 0.90",
         "workload": f"vllm bench serve, random prompts, {INPUT} tokens in / {OUTPUT} out, ignore_eos; c=1: 12 requests, c=64: 256",
