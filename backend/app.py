@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -17,11 +18,13 @@ from backend.api import ask, documents, health, jobs, search
 from backend.api import openai_compat
 from backend.api.console import install_console
 from backend.api.errors import install_error_handlers
+from backend.errors import StoreLocked, StoreUnavailable
 from backend.llm.base import LLMClient
 from backend.observability.metrics import Metrics
 from backend.observability.request_context import RequestContext
 from backend.llm.registry import create_llm_client
 from backend.rag import RagService
+from backend.retrieval.embedder import create_embedder
 from backend.services import Services, build_services
 from backend.settings import Settings
 
@@ -45,36 +48,79 @@ def _unregister(settings: Settings) -> None:
         pass
 
 
-def create_app(settings: Settings, services: Services | None = None, llm: LLMClient | None = None) -> FastAPI:
-    """Build the app. `services` and `llm` may be given (tests); otherwise the lifespan builds and closes them."""
+# While a Qdrant server cannot be reached at start, how often the backend tries again (it serves unready meanwhile).
+STORE_RETRY_S = 5.0
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        owned = services is None
-        app.state.services = services or await run_in_threadpool(build_services, settings)
-        svc: Services = app.state.services
-        # The LLM client connects lazily: the backend starts, and serves search, while the engine is down.
-        client = llm or create_llm_client(settings)
-        app.state.rag = RagService(svc.retriever, client, settings)
+
+def create_app(settings: Settings, services: Services | None = None, llm: LLMClient | None = None) -> FastAPI:
+    """Build the app. `services` and `llm` may be given (tests); otherwise the lifespan builds and closes them.
+
+    With a Qdrant server (QDRANT_URL) that cannot be reached at start, the backend still starts: alive
+    (/health 200), not ready (/ready 503), data endpoints 503 `store_unavailable`, and it connects as soon as
+    the server answers. An orchestrator can then start the backend and Qdrant in any order. The embedded
+    store has no such wait: a problem there (a lock held, a full disk) stops the start with its error.
+    """
+
+    def serve(app: FastAPI, svc: Services, client: LLMClient, owned: bool) -> None:
         if owned and svc.store.kind == "edge":
             _register(settings)
         svc.optimizer.start()
         app.state.jobs = jobs.start_job_worker(settings, svc, app.state.metrics)
+        app.state.rag = RagService(svc.retriever, client, settings)
+        app.state.services = svc
+        app.state.not_ready = None
         app.state.metrics.set_info(__version__, client.engine, svc.embedder.name, svc.store.kind)
         log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
+
+    async def connect_later(app: FastAPI, embedder, client: LLMClient) -> None:
+        while True:
+            await asyncio.sleep(STORE_RETRY_S)
+            try:
+                svc = await run_in_threadpool(build_services, settings, embedder)
+            except StoreUnavailable as exc:
+                app.state.not_ready = f"starting: {exc.message}"
+                continue
+            serve(app, svc, client, owned=True)
+            return
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = services is None
+        # The LLM client connects lazily: the backend starts, and serves search, while the engine is down.
+        client = llm or create_llm_client(settings)
+        app.state.llm = client
+        app.state.services = app.state.rag = app.state.jobs = None
+        retry: asyncio.Task | None = None
+        if not owned:
+            serve(app, services, client, owned=False)
+        else:
+            embedder = await run_in_threadpool(create_embedder, settings)
+            app.state.embedder = embedder
+            try:
+                serve(app, await run_in_threadpool(build_services, settings, embedder), client, owned=True)
+            except StoreUnavailable as exc:
+                if not settings.qdrant_url or isinstance(exc, StoreLocked):
+                    raise
+                log.warning("not ready: %s; retrying every %g s", exc.message, STORE_RETRY_S)
+                app.state.not_ready = f"starting: {exc.message}"
+                retry = asyncio.create_task(connect_later(app, embedder, client))
         if not app.state.api_keys.enabled:
             log.warning("API_KEYS is not set: every caller can search, ask, upload and delete in every space")
         try:
             yield
         finally:
-            # Before the store closes: files being indexed are committed, the rest reported interrupted.
-            await run_in_threadpool(app.state.jobs.stop, settings.shutdown_timeout_s)
+            if retry is not None:
+                retry.cancel()
+            svc: Services | None = app.state.services
+            if app.state.jobs is not None:
+                # Before the store closes: files being indexed are committed, the rest reported interrupted.
+                await run_in_threadpool(app.state.jobs.stop, settings.shutdown_timeout_s)
             if llm is None:
                 await client.aclose()
-            if owned:
+            if svc is not None and owned:
                 _unregister(settings)
                 await run_in_threadpool(svc.close)
-            else:
+            elif svc is not None:
                 svc.optimizer.stop()
 
     app = FastAPI(
@@ -85,6 +131,7 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     )
     app.state.api_keys = ApiKeys.parse(settings.api_keys.get_secret_value())
     app.state.metrics = Metrics()
+    app.state.not_ready = "starting"
     install_error_handlers(app)
     # Reads the live settings object per request (limits can be changed on a running app in tests).
     app.add_middleware(UploadSizeLimit, max_bytes=lambda: settings.max_upload_bytes)

@@ -7,20 +7,29 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from backend.auth import Grant
+from backend.errors import StoreUnavailable
 from backend.observability.metrics import Metrics
 from backend.rag import RagService
 from backend.services import Services
 
 
+def started(request: Request, component: str):
+    """A component the lifespan builds; 503 store_unavailable while the backend waits for its store."""
+    value = getattr(request.app.state, component, None)
+    if value is None:
+        raise StoreUnavailable(request.app.state.not_ready or "the backend is starting")
+    return value
+
+
 def get_services(request: Request) -> Services:
-    return request.app.state.services
+    return started(request, "services")
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_rag(request: Request) -> RagService:
-    return request.app.state.rag
+    return started(request, "rag")
 
 
 RagDep = Annotated[RagService, Depends(get_rag)]

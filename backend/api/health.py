@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
-from backend.api.deps import GrantDep, MetricsDep, RagDep, ServicesDep
+from backend.api.deps import GrantDep, MetricsDep
 from backend.api.schemas import ERROR_RESPONSES
 from backend.observability.metrics import CONTENT_TYPE
 
@@ -35,18 +35,25 @@ async def _bounded(check, component: str) -> dict:
         return {"status": "error", "error_type": "timeout", "error": f"{component} did not answer within {CHECK_TIMEOUT_S:g} s"}
 
 
-async def _components(services, rag) -> dict:
+async def _components(request: Request) -> dict:
+    state = request.app.state
+    services, llm = state.services, state.llm
+    if services is None:  # still waiting for its store (a Qdrant server that does not answer yet)
+        store = {"status": "error", "error": state.not_ready or "starting"}
+        embedder = getattr(state, "embedder", None)
+        embedder_status = {"status": "ok", "model": embedder.name} if embedder is not None else {"status": "starting"}
+        return {"store": store, "embedder": embedder_status, "llm": await _bounded(llm.health, "the LLM engine")}
     embedder = services.embedder
-    store, llm = await asyncio.gather(
+    store, llm_status = await asyncio.gather(
         _bounded(lambda: run_in_threadpool(services.store.health), "the store"),
-        _bounded(rag.llm.health, "the LLM engine"),
+        _bounded(llm.health, "the LLM engine"),
     )
     return {
         "store": store,
         "embedder": {
             "status": "ok", "model": embedder.name, "backend": embedder.backend, "dim": embedder.dim, "max_tokens": embedder.max_tokens,
         },
-        "llm": llm,
+        "llm": llm_status,
     }
 
 
@@ -55,25 +62,25 @@ def _core_ok(components: dict) -> bool:
 
 
 @router.get("/health")
-async def health(services: ServicesDep, rag: RagDep) -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
     """Liveness, with every component's status: 200 while the process serves; "degraded" when a component is down.
 
     Needs no API key (orchestrators probe it); it reveals versions and component status, no data.
     """
-    components = await _components(services, rag)
+    components = await _components(request)
     ok = _core_ok(components) and components["llm"]["status"] == "ok"
     body = {"status": "ok" if ok else "degraded", "version": __version__, "components": components}
     return JSONResponse(body, headers=NO_STORE)
 
 
 @router.get("/ready", responses={503: {"description": "The store or the embedder cannot serve."}})
-async def ready(services: ServicesDep, rag: RagDep) -> JSONResponse:
+async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 when search and ingestion can be served, 503 (same body) while the store or embedder cannot.
 
     An engine that is down is reported (`components.llm`) but keeps 200: /ask then answers 503
     llm_unavailable by itself, and the other endpoints still work. No API key needed.
     """
-    components = await _components(services, rag)
+    components = await _components(request)
     ready = _core_ok(components)
     body = {"status": "ready" if ready else "not_ready", "version": __version__, "components": components}
     return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)

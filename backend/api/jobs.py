@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
-from backend.api.deps import GrantDep
+from backend.api.deps import GrantDep, started
 from backend.api.schemas import ERROR_RESPONSES, JobList, JobOut
 from backend.ingest.jobs import JobManager
 from backend.ingest.pipeline import IngestResult
@@ -44,7 +44,7 @@ def start_job_worker(settings: Settings, services: Services, metrics: Metrics) -
 
 
 def get_jobs(request: Request) -> JobManager:
-    return request.app.state.jobs
+    return started(request, "jobs")
 
 
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
