@@ -7,7 +7,6 @@ qdrant-client's local mode (no server binary runs here).
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -19,12 +18,7 @@ from backend.errors import StoreLocked
 from backend.retrieval import store as store_module
 from backend.retrieval.edge_store import EdgeStore
 from tests.conftest import server_store_or_none
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.integration.test_faults import closed_port
 
 
 def test_the_backend_starts_unready_without_qdrant_and_serves_once_it_answers(settings, embedder, fake_llm, tmp_path, monkeypatch):
