@@ -7,7 +7,6 @@ names, sizes, free disk) is still answered with the usual 4xx, the files' own ou
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -15,9 +14,12 @@ from fastapi.responses import JSONResponse
 
 from backend.api.deps import GrantDep, MetricsDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut, JobAccepted
-from backend.errors import AppError, FileTooLarge, InvalidRequest, StorageFull, UnsupportedFileType
+from backend.disk_space import ensure_free_space
+from backend.errors import AppError, FileTooLarge, InvalidRequest, UnsupportedFileType
 from backend.ingest.jobs import MAX_JOB_FILES
+from backend.observability.metrics import Metrics
 from backend.retrieval.documents import normalize_doc_path, validate_space
+from backend.services import Services
 
 router = APIRouter(tags=["documents"])
 
@@ -77,11 +79,9 @@ def upload_document(
     try:
         result = services.pipeline.ingest_bytes(space_id, name, data)
     except AppError as exc:
-        metrics.observe_ingest("skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
+        record_ingest(services, metrics, "skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
         raise
-    metrics.observe_ingest(result.status, result.timings)
-    if result.status in ("added", "replaced"):
-        services.optimizer.schedule()
+    record_ingest(services, metrics, result.status, result.timings)
     body = {**result.to_dict(), "space_id": space_id}
     body = {k: body[k] for k in IngestOut.model_fields}
     return JSONResponse(body, status_code=201 if result.status != "unchanged" else 200)
@@ -95,6 +95,13 @@ def delete_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict
     deleted = services.index.delete(doc_id)
     services.optimizer.schedule()
     return {"doc_id": doc_id, "deleted_points": deleted}
+
+
+def record_ingest(services: Services, metrics: Metrics, status: str, timings: dict | None) -> None:
+    """After a file went through the pipeline (here or in a job): count it, and optimise after a write."""
+    metrics.observe_ingest(status, timings)
+    if status in ("added", "replaced"):
+        services.optimizer.schedule()
 
 
 def _size(upload: UploadFile) -> int:
@@ -130,12 +137,7 @@ def _queue_job(request: Request, services: ServicesDep, space_id: str, files: li
         raise FileTooLarge(f"the files together are larger than MAX_UPLOAD_MB ({settings.max_upload_mb:g} MB); send fewer per request")
     # The spool shares DATA_DIR's disk with the embedded store, which must never find it full.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(settings.data_dir).free
-    if free - total < settings.min_free_disk_bytes:
-        raise StorageFull(
-            f"not enough free disk space under {settings.data_dir} to queue {total / 1048576:.1f} MB of uploads "
-            f"with the MIN_FREE_DISK_MB reserve of {settings.min_free_disk_mb:g} MB left; nothing was stored"
-        )
+    ensure_free_space(settings.data_dir, total, settings.min_free_disk_bytes, "queue the uploads")
     for upload in files:
         upload.file.seek(0)
     job = request.app.state.jobs.create(space_id, [(name, upload.file) for name, upload in zip(names, files)])

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
 from backend.api.deps import GrantDep, started
+from backend.api.documents import record_ingest
 from backend.api.schemas import ERROR_RESPONSES, JobList, JobOut
 from backend.ingest.jobs import JobManager
 from backend.ingest.pipeline import IngestResult
@@ -34,9 +35,7 @@ def start_job_worker(settings: Settings, services: Services, metrics: Metrics) -
     """The job registry and its worker over the services' pipeline (called by the app's lifespan)."""
 
     def on_result(result: IngestResult) -> None:
-        metrics.observe_ingest(result.status, result.timings or None)
-        if result.status in ("added", "replaced"):
-            services.optimizer.schedule()
+        record_ingest(services, metrics, result.status, result.timings or None)
 
     jobs = JobManager(settings.data_dir / "jobs", services.pipeline, on_result)
     jobs.start()

@@ -490,9 +490,9 @@ async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDe
     if body.stream:
         chunks = _stream(completion, first, events, metrics, rag_answer, footer, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
+    done = None
     try:
-        done = first[1] if first[0] == "done" else None
-        async for kind, data in events:
+        async for kind, data in _with_first(first, events):
             if kind == "done":
                 done = data
     finally:
@@ -510,6 +510,13 @@ async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDe
         "sources": done["sources"],
         **({"rag": _rag_info(done)} if rag_answer else {}),
     }, headers=NO_STORE)
+
+
+async def _with_first(first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]]) -> AsyncIterator[tuple[str, dict]]:
+    """The answer's events, the one already pulled (to answer errors with their status) included."""
+    yield first
+    async for event in events:
+        yield event
 
 
 def _data(payload: dict | str) -> bytes:
@@ -533,14 +540,7 @@ async def _stream(completion: Completion, first: tuple[str, dict], events: Async
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        pending: tuple[str, dict] | None = first
-        while True:
-            if pending is None:
-                pending = await anext(events, None)
-                if pending is None:
-                    break
-            kind, data = pending
-            pending = None
+        async for kind, data in _with_first(first, events):
             if kind == "token":
                 if data["text"]:
                     yield chunk({"content": data["text"]})

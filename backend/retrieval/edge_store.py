@@ -20,7 +20,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import qdrant_edge as qe
 
-from backend.errors import StorageFull, StoreLocked, StoreUnavailable
+from backend.disk_space import ensure_free_space
+from backend.errors import StoreLocked, StoreUnavailable
 from backend.retrieval.store import (
     DENSE_VECTOR,
     INTEGER_INDEXES,
@@ -184,16 +185,7 @@ class EdgeStore:
         return shutil.disk_usage(self.directory).free
 
     def _ensure_room(self, needed: int, what: str, reserve: int | None = None) -> None:
-        """StorageFull unless `needed` bytes fit on the disk with the reserve (MIN_FREE_DISK_MB) left over."""
-        reserve = self.min_free_bytes if reserve is None else reserve
-        free = self.free_bytes()
-        if free - needed < reserve:
-            mb = 1024 * 1024
-            raise StorageFull(
-                f"not enough free disk space under {self.directory} to {what}: {free / mb:.0f} MB free, "
-                f"{needed / mb:.1f} MB needed plus the MIN_FREE_DISK_MB reserve of {reserve / mb:.0f} MB; "
-                "nothing was written. Free some space (or move DATA_DIR) and retry."
-            )
+        ensure_free_space(self.directory, needed, self.min_free_bytes if reserve is None else reserve, what)
 
     # -- VectorStore ----------------------------------------------------------------------------------
     def _update(self, operation: qe.UpdateOperation, size: int = SMALL_WRITE_BYTES) -> None:
