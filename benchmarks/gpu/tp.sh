@@ -6,7 +6,8 @@
 # (a device call lasts 10 minutes at most), then collected:
 #   setsid bash benchmarks/gpu/tp.sh > /tmp/tp/tp.out 2>&1 < /dev/null &
 #   ... later: cat /tmp/tp/tp.out; cp /tmp/tp/results/* "$OUT"/
-# RUNS="8b:1 8b:2 70b:2" picks the servers.
+# RUNS="8b:1 8b:2 70b:2" picks the servers: size:tp[:quantization], e.g. 70b:1:fp8 (vLLM's online FP8, which
+# fits the 70B on one H200: the single-GPU alternative to TP=2).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 KIT=.gpu/pz
@@ -25,12 +26,12 @@ mkdir -p "$SHAPE70" && cp benchmarks/gpu/shapes/llama-3.1-70b-shape/config.json 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.memory --format=csv > "$OUT_DIR/gpus.csv"
 
 for run in $RUNS; do
-    size="${run%%:*}"; tp="${run##*:}"; name="llama-${size}-tp${tp}"
+    IFS=: read -r size tp quant <<< "$run"; name="llama-${size}-tp${tp}${quant:+-$quant}"
     shape="$KIT/llama-3.1-8b-shape"; [ "$size" = 70b ] && shape="$SHAPE70"
     step "start $name"
     start=$(date +%s)
     python3 -m vllm.entrypoints.openai.api_server --model "$shape" --served-model-name "$name" --load-format dummy \
-        --tensor-parallel-size "$tp" --max-model-len 4096 --gpu-memory-utilization 0.90 --port 8001 \
+        --tensor-parallel-size "$tp" ${quant:+--quantization "$quant"} --max-model-len 4096 --gpu-memory-utilization 0.90 --port 8001 \
         > "$OUT_DIR/$name-server.log" 2>&1 < /dev/null &
     server=$!
     for _ in $(seq 1 450); do curl -sf localhost:8001/health >/dev/null && break; kill -0 $server 2>/dev/null || break; sleep 2; done
