@@ -309,7 +309,8 @@ def test_backend_is_stateless_replicated_and_drains_before_it_stops(overlay):
     _, docs = overlay
     backend = one(docs, "Deployment", "backend")
     spec = pod_spec(backend)
-    assert backend["spec"]["replicas"] >= 2
+    assert "replicas" not in backend["spec"], "the HPA owns the count: a replicas field resets it on every apply"
+    assert one(docs, "HorizontalPodAutoscaler", "backend")["spec"]["minReplicas"] >= 2
     assert all("emptyDir" in v for v in spec["volumes"]), "the backend keeps no state: scratch volumes only"
     mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     assert {"/data", "/tmp"} <= mounts
@@ -407,6 +408,36 @@ def test_hpa_scales_the_backend_on_cpu_and_in_flight_requests(overlay):
     assert "rag_http_requests_in_flight" in (ROOT / "backend" / "observability" / "metrics.py").read_text()
 
 
+def vllm_replicas(docs: list[dict]) -> tuple[int, int]:
+    """(fewest, most) vLLM replicas: the HPA's bounds, or the Deployment's fixed count where there is no HPA."""
+    hpa = objects(docs, "HorizontalPodAutoscaler").get("vllm")
+    deployment = one(docs, "Deployment", "vllm")
+    if hpa is None:
+        return deployment["spec"]["replicas"], deployment["spec"]["replicas"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the count: a replicas field resets it on every apply"
+    return hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
+
+
+def test_vllm_scales_on_its_queue_where_there_is_more_than_one_gpu(overlay):
+    name, docs = overlay
+    hpa = objects(docs, "HorizontalPodAutoscaler").get("vllm")
+    if name == "single-gpu":
+        assert hpa is None and one(docs, "Deployment", "vllm")["spec"]["replicas"] == 1
+        return
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "vllm")
+    metrics = {m["pods"]["metric"]["name"]: float(m["pods"]["target"]["averageValue"]) for m in hpa["spec"]["metrics"]}
+    assert set(metrics) == {"vllm_num_requests_waiting", "vllm_num_requests_running"}
+    config = configmap_by_prefix(docs, "vllm-config")["data"]
+    assert metrics["vllm_num_requests_running"] < int(config["MAX_NUM_SEQS"]), "scale before the engine queues"
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleUp"]["policies"][0]["value"] == 1 and behavior["scaleUp"]["policies"][0]["periodSeconds"] >= 300
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 600
+    # The adapter rule in docs/scaling.md names the same metrics the HPA asks for, from vLLM's own series.
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    assert "vllm:num_requests_(running|waiting)" in scaling and 'as: "vllm_${1}"' in scaling
+
+
 def test_qdrant_is_a_distributed_three_node_cluster(overlay):
     _, docs = overlay
     sts = one(docs, "StatefulSet", "qdrant")
@@ -460,16 +491,17 @@ def test_vllm_gets_gpus_shm_cache_and_gpu_nodes(overlay):
     gpus = int(container["resources"]["limits"]["nvidia.com/gpu"])
     assert gpus == int(config["TENSOR_PARALLEL_SIZE"]) * int(config["PIPELINE_PARALLEL_SIZE"])
     assert container["resources"]["requests"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"]
+    most = vllm_replicas(docs)[1]
     if name == "single-gpu":
-        assert (vllm["spec"]["replicas"], gpus) == (1, 1)
+        assert (vllm_replicas(docs), gpus) == ((1, 1), 1)
     else:
-        assert (vllm["spec"]["replicas"], gpus, int(config["TENSOR_PARALLEL_SIZE"])) == (2, 2, 2)
+        assert (vllm_replicas(docs), gpus, int(config["TENSOR_PARALLEL_SIZE"])) == ((2, 4), 2, 2)
     volumes = {v["name"]: v for v in spec["volumes"]}
     shm = next(m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
     assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory"
     claim = volumes["model-cache"]["persistentVolumeClaim"]["claimName"]
     pvc = one(docs, "PersistentVolumeClaim", claim)
-    if vllm["spec"]["replicas"] > 1:
+    if most > 1:
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"], "replicas share the cache: RWX"
     assert spec["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
     assert vllm["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0, "no spare GPU to surge onto"
