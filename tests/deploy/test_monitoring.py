@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from backend.settings import Settings
-from tests.deploy.conftest import ROOT, STACKS, compose, read_env_file
+from tests.deploy.conftest import ROOT, STACKS, compose, read_env_file, render
 from tests.deploy.test_compose import PINNED_TAG, executables, run_check, stack_render, stand_in  # noqa: F401
 
 MONITORING = ROOT / "monitoring"
@@ -387,9 +387,30 @@ def test_the_entrypoint_writes_what_prometheus_reads(tmp_path, shell):
     done = run_entrypoint(tmp_path, {"METRICS_API_KEY": "", "VLLM_METRICS_TARGET": ""}, shell=argv)
     assert done.returncode == 0 and written.read_text() == ""
     assert json.loads((tmp_path / "run" / "vllm_targets.json").read_text()) == []
-    # A value that would break the JSON is refused, before Prometheus starts.
-    done = run_entrypoint(tmp_path, {"VLLM_METRICS_TARGET": 'vllm:8001"]'}, shell=argv)
-    assert done.returncode != 0 and "host:port" in done.stderr
+    # Several targets (the replicas overlay): one group, every replica.
+    done = run_entrypoint(tmp_path, {"VLLM_METRICS_TARGET": "vllm:8001,vllm-1:8001"}, shell=argv)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "vllm_targets.json").read_text()) == [{"targets": ["vllm:8001", "vllm-1:8001"]}]
+    # A value that would break the JSON, or an empty entry in the list, is refused before Prometheus starts.
+    for bad in ('vllm:8001"]', "vllm:8001,,vllm-1:8001", "vllm:8001,", ",vllm:8001"):
+        done = run_entrypoint(tmp_path, {"VLLM_METRICS_TARGET": bad}, shell=argv)
+        assert done.returncode != 0 and "host:port" in done.stderr, bad
+
+
+def test_the_replicas_overlay_scrapes_every_replica(tmp_path):
+    """With docker-compose.vllm-replicas.yml, each vLLM replica's own /metrics is a target (queue and KV cache
+    are per replica), and each target is a service of that project on vLLM's port."""
+    files, env = STACKS["vllm"]
+    project = render([*files, "docker-compose.vllm-replicas.yml"], env, {"COMPOSE_PROFILES": "vllm,monitoring"})
+    environment = project["services"]["prometheus"]["environment"]
+    assert run_entrypoint(tmp_path, environment).returncode == 0
+    groups = json.loads((tmp_path / "run" / "vllm_targets.json").read_text())
+    targets = [t for group in groups for t in group["targets"]]
+    assert targets == ["vllm:8001", "vllm-1:8001"]
+    for target in targets:
+        host, port = target.split(":")
+        command = project["services"][host]["command"]
+        assert command[command.index("--port") + 1] == port, target
 
 
 def test_alert_rules_cover_the_design_thresholds_and_the_backend():
