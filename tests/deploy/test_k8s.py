@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -436,6 +437,33 @@ def test_vllm_scales_on_its_queue_where_there_is_more_than_one_gpu(overlay):
     # The adapter rule in docs/scaling.md names the same metrics the HPA asks for, from vLLM's own series.
     scaling = (ROOT / "docs" / "scaling.md").read_text()
     assert "vllm:num_requests_(running|waiting)" in scaling and 'as: "vllm_${1}"' in scaling
+
+
+def documented_scrape_configs() -> list[dict]:
+    """The Prometheus scrape jobs docs/scaling.md gives for the cluster (a YAML block holding scrape_configs)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "scaling.md").read_text(), re.S)
+    found = [yaml.safe_load(textwrap.dedent(b)) for b in blocks if "scrape_configs:" in b]
+    assert len(found) == 1, "docs/scaling.md: one scrape_configs block"
+    return found[0]["scrape_configs"]
+
+
+def test_documented_scrape_jobs_find_every_metrics_port_with_the_labels_the_adapter_needs(overlay):
+    _, docs = overlay
+    by_app = {pod_spec_labels(w)["app.kubernetes.io/name"]: w for w in workloads(docs)}
+    kept = {}
+    for job in documented_scrape_configs():
+        (sd,) = job["kubernetes_sd_configs"]
+        assert sd["role"] == "pod" and sd["namespaces"]["names"] == ["rag"], job["job_name"]
+        keeps = {r["source_labels"][0]: r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+        app = keeps["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+        container = pod_spec(by_app[app])["containers"][0]
+        assert keeps["__meta_kubernetes_pod_container_port_name"] in [p["name"] for p in container["ports"]], app
+        targets = {r["target_label"] for r in job["relabel_configs"] if "target_label" in r}
+        assert {"namespace", "pod"} <= targets, f"{job['job_name']}: the adapter rules select by namespace and pod"
+        kept[app] = job
+    assert set(kept) == {"backend", "vllm", "qdrant"}
+    # The backend's /metrics needs a `*` key once API_KEYS is set; Qdrant's needs its API key.
+    assert "credentials_file" in kept["backend"]["authorization"] and "credentials_file" in kept["qdrant"]["authorization"]
 
 
 def test_qdrant_is_a_distributed_three_node_cluster(overlay):
