@@ -46,6 +46,16 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
+# Debian's nginx binary for tests/integration/test_balancer.py (the vLLM balancers' configs run for real),
+# unpacked into .tools/nginx: nothing installed system-wide, no service started. Only when missing.
+NGINX := .tools/nginx/usr/sbin/nginx
+$(NGINX):
+	@mkdir -p .tools/nginx
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	cd .tools/nginx && { apt-get download nginx 2>/dev/null || { $$SUDO apt-get update -q && apt-get download nginx; }; } \
+		&& dpkg-deb -x nginx_*.deb . && rm -f nginx_*.deb
+	test -x $@
+
 # checkov (the Kubernetes policy scanner of tests/deploy/test_k8s.py) in its own venv: its pins would
 # downgrade packages the appliance uses (packaging, networkx, python-dateutil).
 CHECKOV := .venv-checkov/bin/checkov
@@ -53,7 +63,7 @@ $(CHECKOV):
 	$(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet checkov==3.3.30
 
-test: setup browser $(CHECKOV)
+test: setup browser $(CHECKOV) $(NGINX)
 	$(PY) -m pytest -q
 
 serve: setup
