@@ -172,7 +172,8 @@ def raw_chat(url: str) -> tuple[int, str]:
 
 def test_lb_health_answers_without_any_replica(shipped, tmp_path):
     a, b = replica("a"), replica("b")
-    a.stop(), b.stop()  # both ports now refuse connections
+    a.stop()  # both ports now refuse connections
+    b.stop()
     with Balancer(shipped, [a, b], tmp_path / "nginx") as lb:
         health = httpx.get(f"{lb.url}/lb-health", timeout=5)
         assert (health.status_code, health.text) == (200, "ok\n")
@@ -206,7 +207,8 @@ def test_new_requests_go_to_the_replica_with_fewer_open_streams_and_tokens_are_n
             # Unbuffered: the first token arrived about 11 token delays before the last one.
             assert times[-1] - times[0] > 2.0
     finally:
-        a.stop(), b.stop()
+        a.stop()
+        b.stop()
 
 
 def test_a_replica_that_refuses_connections_is_skipped(shipped, tmp_path):
@@ -220,7 +222,8 @@ def test_a_replica_that_refuses_connections_is_skipped(shipped, tmp_path):
             assert all('"content": "from"' in text and "[DONE]" in text for _, text in results)
             assert len(a.chat_requests) == 6
     finally:
-        a.stop(), b.stop()
+        a.stop()
+        b.stop()
 
 
 def test_a_request_that_failed_on_a_replica_is_not_sent_to_the_other(shipped, tmp_path):
@@ -241,7 +244,8 @@ def test_a_request_that_failed_on_a_replica_is_not_sent_to_the_other(shipped, tm
             # started the same answer behind its back.
             assert len(a.chat_requests) + len(b.chat_requests) == 1
     finally:
-        a.stop(), b.stop()
+        a.stop()
+        b.stop()
 
 
 def test_a_replica_that_dies_on_a_request_is_not_sent_the_same_request_again(shipped, tmp_path):
@@ -256,4 +260,5 @@ def test_a_replica_that_dies_on_a_request_is_not_sent_the_same_request_again(shi
         assert statuses.count(502) == crashing.requests
         assert statuses.count(200) == len(healthy.chat_requests) == 6 - crashing.requests
     finally:
-        crashing.stop(), healthy.stop()
+        crashing.stop()
+        healthy.stop()
