@@ -25,7 +25,6 @@ import socket
 import subprocess
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -34,6 +33,7 @@ import pytest
 from backend.errors import LLMBadResponse
 from backend.llm.base import TokenDelta
 from backend.llm.vllm import VllmClient
+from cli.local_backend import free_port
 from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,12 +47,6 @@ def nginx_binary() -> str:
         if candidate and Path(candidate).exists():
             return str(candidate)
     pytest.fail("nginx not found: `make test` unpacks Debian's into .tools/nginx (apt-get download nginx)")
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def local_config(shipped: str, replicas: list[str], port: int, workdir: Path) -> str:
