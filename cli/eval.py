@@ -5,7 +5,9 @@
     python -m cli.eval --golden my.jsonl --space kb                       # a space that is already indexed
     python -m cli.eval --golden my.jsonl --space kb --url http://127.0.0.1:8000   # through a running backend
 
-A golden set is JSON lines: {"id", "question", "answers": [{"path", "passage"?}], "tags"?, "lang"?}.
+A golden set is JSON lines: {"id", "question", "answers": [{"path", "passage"?}], "tags"?, "lang"?, "split"?}.
+`split` keeps held-out questions apart (`test`: written before tuning, never tuned on; no split = `tune`):
+when a set has both, every table is printed per split, and `--split` evaluates one of them only.
 A retrieved chunk answers when its document path equals an answer's path and, if the answer names a
 passage, the chunk's text contains it (whitespace collapsed, case folded). Metrics are per question,
 at document level (a second chunk of an answer already found gains nothing), averaged:
@@ -67,6 +69,7 @@ class Question:
     tags: tuple[str, ...] = ()
     lang: str | None = None
     doc_lang: str | None = None
+    split: str = "tune"
 
     @property
     def pair(self) -> str | None:
@@ -84,7 +87,8 @@ def load_golden(path: Path) -> list[Question]:
             row = json.loads(line)
             answers = tuple(Answer(a["path"], a.get("passage")) for a in row["answers"])
             q = Question(
-                str(row["id"]), row["question"], answers, tuple(row.get("tags", ())), row.get("lang"), row.get("doc_lang")
+                str(row["id"]), row["question"], answers, tuple(row.get("tags", ())), row.get("lang"), row.get("doc_lang"),
+                str(row.get("split") or "tune"),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not a golden-set line ({exc})") from exc
@@ -147,7 +151,7 @@ def evaluate(search: Search, questions: list[Question], modes: list[str], ks: tu
             answered = [{i for i, a in enumerate(q.answers) if a.matches(r["path"], r.get("text") or "")} for r in results]
             metrics = score_ranking(answered, len(q.answers), ks)
             report.per_question.append({
-                "id": q.id, "tags": list(q.tags), "pair": q.pair, **metrics,
+                "id": q.id, "tags": list(q.tags), "pair": q.pair, "split": q.split, **metrics,
                 "top": [r["path"] for r in results[:3]],
             })
         reports.append(report)
@@ -166,13 +170,35 @@ def markdown_table(reports: list[ModeReport], ks: tuple[int, ...], subset=lambda
     return "\n".join(lines)
 
 
-def pair_table(reports: list[ModeReport], ks: tuple[int, ...], pairs: list[str]) -> str:
+def pair_table(reports: list[ModeReport], ks: tuple[int, ...], pairs: list[str], subset=lambda r: True) -> str:
     """MRR per question language → document language (how cross-language retrieval fares)."""
     lines = ["| mode | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
     for rep in reports:
-        cells = [rep.summary(ks, lambda r, p=p: r["pair"] == p)["mrr"] for p in pairs]
-        lines.append(f"| {rep.mode} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        cells = [rep.summary(ks, lambda r, p=p: subset(r) and r["pair"] == p)["mrr"] for p in pairs]
+        lines.append(f"| {rep.mode} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(lines)
+
+
+def print_tables(reports: list[ModeReport], ks: tuple[int, ...], tags: list[str], pairs: list[str],
+                 subset: Callable[[dict], bool] = lambda r: True) -> None:
+    """The overall table, one per tag and the language-pair table, over the questions `subset` keeps."""
+    print(markdown_table(reports, ks, subset))
+    for tag in tags:
+        print(f"\n### tag: {tag}\n")
+        print(markdown_table(reports, ks, lambda r, t=tag: subset(r) and t in r["tags"]))
+    if len(pairs) > 1:
+        print("\n### MRR by question language → document language\n")
+        print(pair_table(reports, ks, pairs, subset))
+
+
+REPORTED_SETTINGS = (
+    "chunk_tokens", "chunk_overlap", "fusion", "hybrid_dense_weight", "hybrid_sparse_weight", "rrf_k",
+    "hybrid_candidates", "bm25_language", "rerank_model",
+)
+
+
+def _retrieval_line(settings) -> str:
+    return ""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -187,6 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"of {', '.join(SEARCH_MODES)}, rerank, and fusion variants hybrid:dbsf, hybrid:rrf:K:DENSE_W:SPARSE_W "
         "(default: dense sparse hybrid, and rerank when RERANK_MODEL is set)",
     )
+    parser.add_argument("--split", default=None, help="evaluate only the questions of this split (tune, test)")
     parser.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS), help="cut-offs (default 1 3 5 10)")
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default eval/results/<golden>.json)")
     parser.add_argument("--env-file", default=None, help="settings file (default: .env if present)")
@@ -247,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rag-eval-")) if args.fresh else None
     try:
         questions = load_golden(args.golden)
+        if args.split:
+            questions = [q for q in questions if q.split == args.split]
+            if not questions:
+                raise ValueError(f"{args.golden}: no questions in split {args.split!r}")
         settings = load_settings(args.env_file, **({"data_dir": tmp} if tmp else {}))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -293,30 +324,37 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     tags = sorted({t for q in questions for t in q.tags})
+    pairs = sorted({q.pair for q in questions if q.pair}, key=lambda p: (p.split("→")[0] != p.split("→")[1], p))
+    splits = sorted({q.split for q in questions}, key=lambda s: (s != "tune", s))
     print(f"## {args.golden.name}: {len(questions)} questions, space {space!r}, model {model}")
     print(f"chunk_tokens={settings.chunk_tokens} overlap={settings.chunk_overlap} fusion={settings.fusion} "
           f"weights=({settings.hybrid_dense_weight}, {settings.hybrid_sparse_weight}) rrf_k={settings.rrf_k} "
-          f"bm25_language={settings.bm25_language}\n")
-    print(markdown_table(reports, ks))
-    for tag in tags:
-        print(f"\n### tag: {tag}\n")
-        print(markdown_table(reports, ks, lambda r, t=tag: t in r["tags"]))
-    pairs = sorted({q.pair for q in questions if q.pair}, key=lambda p: (p.split("→")[0] != p.split("→")[1], p))
-    if len(pairs) > 1:
-        print("\n### MRR by question language → document language\n")
-        print(pair_table(reports, ks, pairs))
+          f"bm25_language={settings.bm25_language} {_retrieval_line(settings)}\n")
+    if len(splits) == 1:
+        print_tables(reports, ks, tags, pairs)
+    else:
+        # Held-out questions are never averaged in with the ones the settings were tuned on.
+        for split in splits:
+            n = sum(q.split == split for q in questions)
+            print(f"\n## split: {split} ({n} questions)\n")
+            print_tables(reports, ks, tags, pairs, lambda r, s=split: r["split"] == s)
     out = args.out or Path("eval/results") / f"{args.golden.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def summaries(r: ModeReport, subset=lambda row: True) -> dict:
+        return {
+            "overall": r.summary(ks, subset),
+            "by_tag": {t: r.summary(ks, lambda row, t=t: subset(row) and t in row["tags"]) for t in tags},
+            "by_language_pair": {p: r.summary(ks, lambda row, p=p: subset(row) and row["pair"] == p) for p in pairs},
+        }
+
     out.write_text(json.dumps({
-        "golden": str(args.golden), "space": space, "embed_model": model, "indexed": indexed,
-        "settings": {k: str(getattr(settings, k)) for k in (
-            "chunk_tokens", "chunk_overlap", "fusion", "hybrid_dense_weight", "hybrid_sparse_weight", "rrf_k",
-            "hybrid_candidates", "bm25_language", "rerank_model")},
+        "golden": str(args.golden), "space": space, "embed_model": model, "indexed": indexed, "split": args.split,
+        "settings": {k: str(getattr(settings, k)) for k in REPORTED_SETTINGS if hasattr(settings, k)},
         "modes": {
             r.mode: {
-                "overall": r.summary(ks),
-                "by_tag": {t: r.summary(ks, lambda row, t=t: t in row["tags"]) for t in tags},
-                "by_language_pair": {p: r.summary(ks, lambda row, p=p: row["pair"] == p) for p in pairs},
+                **summaries(r),
+                "by_split": {s: summaries(r, lambda row, s=s: row["split"] == s) for s in splits},
                 "median_search_ms": round(sorted(r.search_ms)[len(r.search_ms) // 2], 2),
                 "questions": r.per_question,
             }
