@@ -12,12 +12,12 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
-from backend.api.upload_limit import UploadSizeLimit
+from backend.api.request_guard import RequestGuard
 from backend.auth import ApiKeys
 from backend.api import ask, documents, health, jobs, search
 from backend.api import openai_compat
 from backend.api.console import install_console
-from backend.api.errors import install_error_handlers
+from backend.api.errors import ErrorBarrier, install_error_handlers
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.llm.base import LLMClient
 from backend.observability.metrics import Metrics
@@ -133,9 +133,15 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     app.state.metrics = Metrics()
     app.state.not_ready = "starting"
     install_error_handlers(app)
-    # Reads the live settings object per request (limits can be changed on a running app in tests).
-    app.add_middleware(UploadSizeLimit, max_bytes=lambda: settings.max_upload_bytes)
-    # Outermost (added last): its id and timing cover everything, the upload limit's 413 included.
+    # The key and the body's size are checked before the body is read. The callables read the live settings
+    # and keys per request (tests change them on a running app).
+    app.add_middleware(
+        RequestGuard, api_keys=lambda: app.state.api_keys,
+        upload_bytes=lambda: settings.max_upload_bytes, request_bytes=lambda: settings.max_request_bytes,
+    )
+    # Around the guard: unexpected errors get the 500 JSON on a connection that stays open; error bodies are scrubbed.
+    app.add_middleware(ErrorBarrier)
+    # Outermost (added last): its id and timing cover everything, the guard's 401 and 413 included.
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     app.include_router(health.router)
     app.include_router(search.router)

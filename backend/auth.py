@@ -1,8 +1,10 @@
-"""API keys bound to spaces (`API_KEYS`), checked on every request but liveness.
+"""API keys bound to spaces (`API_KEYS`), checked on every request but the probes and the console's files.
 
 `API_KEYS` is a comma-separated list of `key=space1|space2` entries; `*` as the spaces grants them all
 (and the endpoints that are not about one space). Unset, the API is open (the backend warns at start).
 Keys are compared in constant time, against every entry (no early exit), and never logged or echoed.
+The key is checked once per request, before its body is read (backend.api.request_guard), and the grant
+left in the ASGI scope for the routes, which check the space.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass
 from backend.errors import Forbidden, Unauthorized
 
 ALL_SPACES = "*"
+# Where the request guard leaves the caller's Grant in the ASGI scope; None there: an anonymous caller of an
+# open path (a probe, the console's files).
+GRANT_SCOPE_KEY = "backend.grant"
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Grant:
 
     @property
     def restricted(self) -> bool:
+        """True for a key bound to some spaces; False for a '*' key or an open API (an operator)."""
         return self.spaces is not None
 
     def require(self, space_id: str) -> None:
@@ -83,3 +89,8 @@ class ApiKeys:
         if found is None:
             raise Unauthorized("unknown API key")
         return found
+
+
+def is_operator(grant: Grant | None) -> bool:
+    """Whether the caller may see operator diagnostics (internal, redacted URLs): a '*' key, or API_KEYS unset."""
+    return grant is not None and not grant.restricted

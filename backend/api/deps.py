@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from backend.auth import Grant
+from backend.auth import GRANT_SCOPE_KEY, Grant
 from backend.errors import StoreUnavailable
 from backend.observability.metrics import Metrics
 from backend.rag import RagService
@@ -36,7 +36,13 @@ RagDep = Annotated[RagService, Depends(get_rag)]
 
 
 def get_grant(request: Request) -> Grant:
-    """The caller's grant from `Authorization: Bearer <key>` (everything when API_KEYS is unset)."""
+    """The caller's grant from `Authorization: Bearer <key>` (everything when API_KEYS is unset).
+
+    The request guard authenticated the request before its body was read; its grant is reused. None there is
+    an anonymous caller of an open path (a probe), for whom a route that wants a key answers 401.
+    """
+    if GRANT_SCOPE_KEY in request.scope and request.scope[GRANT_SCOPE_KEY] is not None:
+        return request.scope[GRANT_SCOPE_KEY]
     return request.app.state.api_keys.authenticate(request.headers.get("authorization"))
 
 

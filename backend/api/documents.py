@@ -13,12 +13,13 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from backend.api.deps import GrantDep, MetricsDep, ServicesDep
+from backend.auth import Grant
 from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut, JobAccepted
 from backend.disk_space import ensure_free_space
-from backend.errors import AppError, FileTooLarge, InvalidRequest, UnsupportedFileType
+from backend.errors import AppError, DocumentNotFound, FileTooLarge, InvalidRequest, UnsupportedFileType
 from backend.ingest.jobs import MAX_JOB_FILES
 from backend.observability.metrics import Metrics
-from backend.retrieval.documents import normalize_doc_path, validate_space
+from backend.retrieval.documents import DocumentInfo, normalize_doc_path, validate_space
 from backend.services import Services
 
 router = APIRouter(tags=["documents"])
@@ -33,12 +34,21 @@ def list_documents(
     return {"space_id": space_id, "documents": [asdict(d) for d in services.index.list(space_id)]}
 
 
+def _document_for(services: Services, grant: Grant, doc_id: str) -> DocumentInfo:
+    """The document, if the key covers its space; otherwise exactly the error of a missing one.
+
+    Ids derive from (space, path): a 403 for another space's document would confirm its file names.
+    """
+    info = services.index.get(doc_id)
+    if grant.restricted and info.space_id not in grant.spaces:
+        raise DocumentNotFound(f"no document with id {doc_id!r}")  # the message of DocumentIndex.get
+    return info
+
+
 @router.get("/documents/{doc_id}", response_model=DocumentOut, responses=ERROR_RESPONSES)
 def get_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
-    """One document's metadata."""
-    info = services.index.get(doc_id)
-    grant.require(info.space_id)
-    return asdict(info)
+    """One document's metadata; 404 document_not_found also for a document of a space the key does not cover."""
+    return asdict(_document_for(services, grant, doc_id))
 
 
 @router.post(
@@ -89,9 +99,10 @@ def upload_document(
 
 @router.delete("/documents/{doc_id}", response_model=DeleteOut, responses=ERROR_RESPONSES)
 def delete_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
-    """Remove a document and all its chunks."""
+    """Remove a document and all its chunks; 404 document_not_found (as for a missing one) for a document of a
+    space the key does not cover."""
     if grant.restricted:  # an open or '*' caller may also clear the leftovers of an interrupted commit
-        grant.require(services.index.get(doc_id).space_id)
+        _document_for(services, grant, doc_id)
     deleted = services.index.delete(doc_id)
     services.optimizer.schedule()
     return {"doc_id": doc_id, "deleted_points": deleted}

@@ -2,7 +2,9 @@
 
 What is logged is chosen so that logs can be shipped anywhere: methods, route templates, statuses,
 durations, error types and counts. Never document text, questions, query strings or keys: the access line
-names the route template (`/documents/{doc_id}`), not the URL.
+names the route template (`/documents/{doc_id}`), not the URL. Every line passes the redaction filter,
+third-party ones too: a URL setting with credentials in it (VLLM_BASE_URL=http://user:token@...) reaches
+log lines through HTTP clients' retries and exceptions, and leaves them with its credentials masked.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 from contextvars import ContextVar
 
 from pythonjsonlogger.json import JsonFormatter
+
+from backend.redaction import RedactingFilter
 
 # The id of the request being served in this task (set by the request-context middleware).
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -33,6 +37,7 @@ def configure_logging(level: str, fmt: str, stream=None) -> None:
     """Route every logger (uvicorn's included) to one handler on `stream` (stderr) in the chosen format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter(
             JSON_FIELDS, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},

@@ -16,6 +16,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from backend.errors import StoreUnavailable
+from backend.redaction import redact_text, redact_url
 from backend.retrieval.store import (
     DENSE_VECTOR,
     INTEGER_INDEXES,
@@ -33,6 +34,18 @@ log = logging.getLogger(__name__)
 UPSERT_BATCH = 512
 # Errors of qdrant-client and its transports that mean "the store failed", translated to StoreUnavailable.
 CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, ConnectionError, OSError, TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The kind of failure, in words that hold no address (qdrant-client's messages name the URL)."""
+    inner = getattr(exc, "source", None) or exc  # ResponseHandlingException wraps the transport's error
+    if isinstance(inner, UnexpectedResponse):
+        return f"it answered HTTP {inner.status_code}"
+    if isinstance(inner, (TimeoutError, httpx.TimeoutException)):
+        return "it did not answer in time"
+    if isinstance(inner, (httpx.TransportError, ConnectionError, OSError)):
+        return "it could not be reached"
+    return f"unexpected {type(inner).__name__} (details in the server log)"
 
 
 def _condition(key: str, value: str | int) -> models.FieldCondition:
@@ -136,7 +149,10 @@ class QdrantServerStore:
         try:
             return fn(*args, **kwargs)
         except CLIENT_ERRORS as exc:
-            raise StoreUnavailable(f"Qdrant at {self.where}: could not {what}: {exc}") from exc
+            # Where and what exactly go to the operator's log (credentials masked); the error, which tenants
+            # see, names the component and the kind of failure, never the server's address.
+            log.warning("Qdrant at %s: could not %s: %s", redact_url(self.where), what, exc)
+            raise StoreUnavailable(f"the Qdrant server could not {what}: {_reason(exc)}") from exc
 
     def _ensure_collection(self) -> None:
         if not self.client.collection_exists(self.collection):
@@ -157,12 +173,12 @@ class QdrantServerStore:
             params = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
             if params is None or params.size != self.dim:
                 raise StoreUnavailable(
-                    f"collection {self.collection!r} at {self.where} does not hold {self.dim}-dim '{DENSE_VECTOR}' "
+                    f"collection {self.collection!r} on the Qdrant server does not hold {self.dim}-dim '{DENSE_VECTOR}' "
                     "vectors (EMBED_MODEL changed?): use another QDRANT_COLLECTION"
                 )
             if SPARSE_VECTOR not in (info.config.params.sparse_vectors or {}):
                 raise StoreUnavailable(
-                    f"collection {self.collection!r} at {self.where} has no '{SPARSE_VECTOR}' sparse vectors (created "
+                    f"collection {self.collection!r} on the Qdrant server has no '{SPARSE_VECTOR}' sparse vectors (created "
                     "before hybrid search): re-index into another QDRANT_COLLECTION"
                 )
         schema = self.client.get_collection(self.collection).payload_schema or {}
@@ -231,13 +247,13 @@ class QdrantServerStore:
             return {
                 "status": "ok",
                 "engine": "qdrant",
-                "url": self.where,
+                "url": redact_url(self.where),
                 "collection": self.collection,
                 "points": info.points_count,
                 "indexed_vectors": info.indexed_vectors_count,
             }
         except CLIENT_ERRORS + (ValueError,) as exc:
-            return {"status": "error", "engine": "qdrant", "url": self.where, "error": str(exc)}
+            return {"status": "error", "engine": "qdrant", "url": redact_url(self.where), "error": redact_text(str(exc))}
 
     def close(self) -> None:
         self.client.close()
