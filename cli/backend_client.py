@@ -6,11 +6,12 @@ import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import httpx
 
 from backend.errors import AppError, BackendUnreachable, Forbidden, StorageFull, StoreUnavailable, Unauthorized
+from backend.llm.wire import SseEvents
 from backend.settings import Settings
 
 # Uploads of large batches take a while on slow links: allow minutes, but fail fast when nobody listens.
@@ -19,6 +20,9 @@ UPLOAD_TIMEOUT_S = 900.0
 # A job's event stream sends a keepalive every 15 s: silence for this long means the connection is gone.
 EVENTS_READ_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.5
+# The largest Server-Sent Event accepted from the backend: a job's final event lists every file of the job
+# (a few hundred bytes each), so this is thousands of files; past it the stream is dropped and the job polled.
+MAX_SSE_EVENT_BYTES = 16 << 20
 
 
 class JobRefused(Exception):
@@ -105,12 +109,12 @@ class BackendClient:
                     body = _json(response)
                     self._raise_auth(response, body)
                     raise _server_error(response, body)
-                for event, data in _parse_sse(response.iter_lines()):
+                for event, data in _parse_sse(response.iter_bytes()):
                     yield event, data
                     if event == "done":
                         return
-        except httpx.HTTPError:
-            pass  # the stream broke: the job goes on in the backend; poll it
+        except (httpx.HTTPError, ValueError):
+            pass  # the stream broke (or sent an event that is not JSON, or too large): the job goes on; poll it
         while True:
             try:
                 response = self._http.get(f"/jobs/{job_id}")
@@ -173,20 +177,22 @@ def _server_error(response: httpx.Response, body: dict) -> AppError:
     return exc
 
 
-def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
-    """(event, JSON data) pairs of a Server-Sent Events stream; comments (keepalives) are skipped."""
-    event, data = "message", []
-    for line in lines:
-        if not line:
+def _parse_sse(chunks: Iterable[bytes], max_bytes: int = MAX_SSE_EVENT_BYTES) -> Iterator[tuple[str, dict]]:
+    """(event, JSON data) pairs of a Server-Sent Events body given as byte chunks; comments (keepalives) are
+    skipped. Linear in the bytes received, whatever the chunking (`SseEvents`); an event larger than
+    `max_bytes` raises ReplyTooLarge (a ValueError), as does data that is not JSON (json's ValueError)."""
+    splitter = SseEvents(max_bytes)
+    for chunk in chunks:
+        for block in splitter.feed(chunk):
+            event, data = "message", []
+            for line in block.decode("utf-8", "replace").split("\n"):
+                if not line or line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)
             if data:
                 yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)

@@ -11,6 +11,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import format_sse_event
 from pydantic import BaseModel, Field
 
+from backend.api.answer_guard import (
+    ClientLeft,
+    client_left_response,
+    close,
+    final_answer,
+    next_event,
+    until_disconnect,
+    with_deadline,
+)
 from backend.api.deps import GrantDep, MetricsDep, RagDep
 from backend.api.schemas import ERROR_RESPONSES, AskOut
 from backend.errors import AppError
@@ -65,26 +74,28 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     "usage", "timings": {retrieval_ms, ttft_ms, total_ms}, "context", "citations"}`.
     SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
     answer started ends the stream with an `error` event (`{"error": {type, message}}`).
+    The whole answer has ANSWER_TIMEOUT_S (504 answer_timeout, or an `error` event once streaming); a
+    client that disconnects cancels its answer and the engine's request.
     """
     grant.require(validate_space(body.space_id))
     ask_request = AskRequest(
         body.q, body.space_id, body.top_k, body.max_tokens, body.temperature, body.mode, body.rerank
     )
-    events = rag.ask(ask_request)
+    events = with_deadline(rag.ask(ask_request), rag.settings.answer_timeout_s)
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
-    if not wants_stream:
-        try:
-            async for kind, data in events:
-                if kind == "done":
-                    metrics.observe_answer(data)
-                    return JSONResponse(data, headers=NO_STORE)
-        finally:
-            await events.aclose()
-        raise RuntimeError("the answer stream ended without a final event")
-
-    # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
-    # its real status code as JSON instead of a 200 stream carrying an error.
-    first = await anext(events)
+    try:
+        if not wants_stream:
+            data = await until_disconnect(request, final_answer(events))
+            metrics.observe_answer(data)
+            return JSONResponse(data, headers=NO_STORE)
+        # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
+        # its real status code as JSON instead of a 200 stream carrying an error.
+        first = await until_disconnect(request, next_event(events))
+    except ClientLeft:
+        return client_left_response()
+    finally:
+        if not wants_stream:
+            await close(events)
     return StreamingResponse(_stream(first, events, metrics), media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
 
 

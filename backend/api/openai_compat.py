@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.api.answer_guard import ClientLeft, client_left_response, close, final_answer, next_event, until_disconnect, with_deadline
 from backend.api.deps import GrantDep, MetricsDep, RagDep, ServicesDep
 from backend.api.schemas import AskSource
 from backend.auth import Grant
@@ -452,11 +453,12 @@ class Completion:
 
 
 @router.post("/chat/completions", responses=COMPLETION_RESPONSES)
-async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep) -> Response:
+async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, request: Request) -> Response:
     """OpenAI's chat completion over a space (`rag/<space>`): the last user message is the question, answered
     as `POST /ask` answers it; earlier user/assistant turns go to the model (never to retrieval). The sources
     come in `sources` (the completion, or the stream's last chunk with a finish_reason) and, unless
-    `rag.sources_footer` is false, as a 'Sources:' list at the end of the answer."""
+    `rag.sources_footer` is false, as a 'Sources:' list at the end of the answer. As on /ask, the answer has
+    ANSWER_TIMEOUT_S and a client that disconnects cancels it (backend/api/answer_guard.py)."""
     _check_supported(body)
     max_tokens = body.max_completion_tokens or body.max_tokens
     options = body.rag or RagOptions()
@@ -476,10 +478,13 @@ async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDe
         rag_answer = False
     footer = options.sources_footer and rag_answer
     completion = Completion(body.model)
+    events = with_deadline(events, rag.settings.answer_timeout_s)
     try:
         # Pull the first event before answering: an error up to here (unknown space, LLM down) gets its real
         # status code, in a stream as well.
-        first = await anext(events)
+        first = await until_disconnect(request, next_event(events))
+    except ClientLeft:
+        return client_left_response()
     except SpaceNotFound as exc:
         await events.aclose()
         raise model_not_found(body.model, f": {exc.message}") from exc
@@ -490,15 +495,12 @@ async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDe
     if body.stream:
         chunks = _stream(completion, first, events, metrics, rag_answer, footer, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
-    done = None
     try:
-        async for kind, data in _with_first(first, events):
-            if kind == "done":
-                done = data
+        done = await until_disconnect(request, final_answer(_with_first(first, events)))
+    except ClientLeft:
+        return client_left_response()
     finally:
-        await events.aclose()
-    if done is None:
-        raise RuntimeError("the answer stream ended without a final event")
+        await close(events)
     if rag_answer:
         metrics.observe_answer(done)
     content = done["answer"] + (sources_footer(done["sources"]) if footer else "")

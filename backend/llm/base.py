@@ -8,6 +8,7 @@ errors (and, for the OpenAI SDK, 408/429/5xx) and only before the first token: n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Union
 
@@ -76,6 +77,17 @@ class LLMClient(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+# A URL as it appears in exception texts and engine error bodies (up to a space, quote or bracket).
+_URL = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>()\[\]{}]+""")
+
+
+def public_detail(text: str) -> str:
+    """An engine's or SDK's error text fit for a tenant's error message: every URL in it replaced by
+    "<url>". Messages name the engine ("the LLM engine (vLLM)"), never where it runs: its URL is internal
+    and may carry credentials (http://user:token@host). The clients log the redacted URL instead."""
+    return _URL.sub("<url>", text)
 
 
 def estimate_tokens(text: str) -> int:

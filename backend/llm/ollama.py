@@ -11,13 +11,20 @@ Errors: the SDK lets three kinds escape, all translated here into the `LLMError`
   middle of a stream (then `status_code` is -1);
 - the builtin `ConnectionError` for a refused connection on plain requests, but raw `httpx` exceptions for
   streamed ones (the SDK's stream path does not wrap them), and `httpx` timeouts everywhere;
-- `ValueError` (`json.JSONDecodeError`, pydantic's `ValidationError`) for a body that is not Ollama's JSON.
+- `ValueError` (`json.JSONDecodeError`, pydantic's `ValidationError`), `TypeError` or `AttributeError` (JSON
+  that is not an object: the SDK calls `part.get(...)` and `Model(**part)`) for a body that is not Ollama's JSON.
 Connection errors are retried (`RETRY_ATTEMPTS`, `RETRY_BACKOFF_S`) only before the first streamed chunk.
+
+Bounds: the SDK reads NDJSON with httpx's line decoder, which has no line-size limit, and parses each line
+whole; so every reply passes through `wire.cap_lines` (a streamed answer's line at most `MAX_EVENT_BYTES`,
+other replies' lines `MAX_REPLY_LINE_BYTES`), and replies are asked uncompressed. Messages name "the LLM
+engine (Ollama)", never its URL (internal, and it may carry credentials); the redacted URL goes to the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import httpx
@@ -34,18 +41,24 @@ from backend.llm.base import (
     StreamEvent,
     TokenDelta,
     estimate_tokens,
+    public_detail,
 )
+from backend.llm.wire import IDENTITY, MAX_EVENT_BYTES, MAX_REPLY_LINE_BYTES, ReplyTooLarge, cap_lines
+from backend.redaction import redact_text, redact_url
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 ENGINE = "ollama"
+WHERE = "the LLM engine (Ollama)"
+CHAT_PATH = "/api/chat"
 # The capability Ollama's /api/show lists for models that can chat (embedding models list only "embedding").
 CHAT_CAPABILITY = "completion"
 # Longest piece of an error body quoted in a message (a proxy in front of Ollama may answer a whole HTML page).
 MAX_ERROR_TEXT = 300
 
 # Everything the SDK lets escape from a call (see the module docstring).
-_SDK_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError)
+_SDK_ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, ValueError, TypeError, AttributeError)
 # Failures to open a connection: Ollama is not running there, or not reachable.
 _CONNECT_ERRORS = (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout)
 
@@ -66,7 +79,13 @@ class OllamaClient:
         self.keep_alive = _keep_alive(keep_alive)
         self.timeout_s = timeout_s
         # The read timeout bounds the wait for every next bytes (the first token included), not the whole answer.
-        self._client = ollama.AsyncClient(host=self.base_url, timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S))
+        # The hook bounds every reply's lines before the SDK's line decoder buffers them (module docstring).
+        self._client = ollama.AsyncClient(
+            host=self.base_url,
+            timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S),
+            headers=IDENTITY,
+            event_hooks={"response": [cap_lines(_line_limit)]},
+        )
         self._info: ModelInfo | None = None
 
     @classmethod
@@ -123,7 +142,7 @@ class OllamaClient:
         try:
             stream, chunk = await self._with_retries("starting the answer", start, retries=RETRY_ATTEMPTS)
         except StopAsyncIteration:
-            raise LLMBadResponse(f"Ollama at {self.base_url}: the stream ended before completion (no chunk at all)") from None
+            raise self._failed(LLMBadResponse(f"{WHERE}: the stream ended before completion (no chunk at all)")) from None
         try:
             chunks = 1
             while True:
@@ -135,9 +154,9 @@ class OllamaClient:
                 try:
                     chunk = await anext(stream)
                 except StopAsyncIteration:
-                    raise LLMBadResponse(
-                        f"Ollama at {self.base_url}: the stream ended before completion (chunks received: {chunks}, none marked done)"
-                    ) from None
+                    raise self._failed(LLMBadResponse(
+                        f"{WHERE}: the stream ended before completion (chunks received: {chunks}, none marked done)"
+                    )) from None
                 except _SDK_ERRORS as exc:
                     raise self._translate(exc, f"streaming the answer (chunks received: {chunks})", replied=True) from exc
                 chunks += 1
@@ -147,17 +166,18 @@ class OllamaClient:
 
     async def health(self) -> dict:
         """{"status": "ok", "engine", "model", "context_length", "url"} or {"status": "error", ..., "error",
-        "error_type"}; never raises.
+        "error_type"}; never raises. `url` is redacted (no user, password or secret parameters).
 
         Always asks Ollama again (the cached info says nothing about whether it is still up, or whether the
         model is still pulled), without retries so that a probe answers fast."""
-        base = {"engine": self.engine, "model": self.model, "url": self.base_url}
+        base = {"engine": self.engine, "model": self.model, "url": redact_url(self.base_url)}
         try:
-            info = await self._read_model_info(retries=0)
+            info = await self._read_model_info(retries=0, quiet=True)
         except LLMError as exc:
             return {**base, "status": "error", "error": exc.message, "error_type": exc.error_type}
         except Exception as exc:  # a health probe must report, not take /health down with it
-            return {**base, "status": "error", "error": f"{type(exc).__name__}: {exc}", "error_type": LLMError.error_type}
+            log.warning("Ollama health probe failed unexpectedly", exc_info=True)
+            return {**base, "status": "error", "error": f"{WHERE} failed: {type(exc).__name__}", "error_type": LLMError.error_type}
         self._info = info
         return {**base, "status": "ok", "context_length": info.context_length}
 
@@ -167,15 +187,17 @@ class OllamaClient:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    async def _read_model_info(self, *, retries: int) -> ModelInfo:
-        shown = await self._with_retries("reading the model's details", lambda: self._client.show(self.model), retries=retries)
+    async def _read_model_info(self, *, retries: int, quiet: bool = False) -> ModelInfo:
+        shown = await self._with_retries(
+            "reading the model's details", lambda: self._client.show(self.model), retries=retries, quiet=quiet
+        )
         capabilities = list(shown.capabilities or [])
         # Older Ollama versions do not report capabilities: then the first chat request tells.
         if capabilities and CHAT_CAPABILITY not in capabilities:
-            raise LLMModelNotFound(
+            raise self._failed(LLMModelNotFound(
                 f"Ollama model {self.model!r} cannot chat (capabilities: {', '.join(capabilities)}); "
                 "set OLLAMA_MODEL to a chat model"
-            )
+            ), quiet)
         own = _model_context_length(dict(shown.modelinfo or {}))
         details = shown.details
         return ModelInfo(
@@ -192,7 +214,7 @@ class OllamaClient:
             },
         )
 
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], *, retries: int) -> T:
+    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], *, retries: int, quiet: bool = False) -> T:
         """`call()`, repeated after `RETRY_BACKOFF_S` when it failed before Ollama answered anything."""
         for attempt in range(retries + 1):
             try:
@@ -201,29 +223,46 @@ class OllamaClient:
                 if attempt < retries and _is_retryable(exc):
                     await asyncio.sleep(RETRY_BACKOFF_S)
                     continue
-                raise self._translate(exc, what) from exc
+                raise self._translate(exc, what, quiet=quiet) from exc
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _translate(self, exc: Exception, what: str, *, replied: bool = False) -> LLMError:
-        """The LLMError for an SDK exception; `replied`: Ollama had already started answering."""
-        where = f"Ollama at {self.base_url}"
+    def _failed(self, error: LLMError, quiet: bool = False, cause: BaseException | None = None) -> LLMError:
+        """`error` (its message names no URL), logged with the redacted URL and the cause's own text for the
+        operator; `quiet`: a health probe's failure (debug level: probes come every few seconds)."""
+        why = f" ({type(cause).__name__}: {redact_text(str(cause))[:MAX_ERROR_TEXT]})" if cause is not None else ""
+        log.log(logging.DEBUG if quiet else logging.WARNING, "Ollama at %s: %s%s", redact_url(self.base_url), error.message, why)
+        return error
+
+    def _translate(self, exc: Exception, what: str, *, replied: bool = False, quiet: bool = False) -> LLMError:
+        """The LLMError for an SDK exception, logged; `replied`: Ollama had already started answering."""
+        return self._failed(self._error(exc, what, replied), quiet, exc)
+
+    def _error(self, exc: Exception, what: str, replied: bool) -> LLMError:
+        kind = type(exc).__name__
         if isinstance(exc, _CONNECT_ERRORS):
-            return LLMUnavailable(f"could not reach {where} while {what}: is `ollama serve` running there?")
+            return LLMUnavailable(f"could not reach {WHERE} while {what}: is `ollama serve` running at OLLAMA_BASE_URL?")
         if isinstance(exc, httpx.TimeoutException):
-            return LLMTimeout(f"{where} sent nothing for {self.timeout_s:g} s (LLM_TIMEOUT_S) while {what}")
+            return LLMTimeout(f"{WHERE} sent nothing for {self.timeout_s:g} s (LLM_TIMEOUT_S) while {what}")
         if isinstance(exc, ollama.ResponseError):
-            text = str(exc.error)[:MAX_ERROR_TEXT]
+            text = public_detail(str(exc.error)[:MAX_ERROR_TEXT])
             if exc.status_code == 404:
-                return LLMModelNotFound(f"{where} does not have model {self.model!r} ({text}): run `ollama pull {self.model}`")
+                return LLMModelNotFound(f"{WHERE} does not have model {self.model!r} ({text}): run `ollama pull {self.model}`")
             if exc.status_code < 0:  # the SDK's marker for an {"error": ...} line inside a 200 stream
-                return LLMBadResponse(f"{where} reported an error while {what}: {text}")
-            return LLMBadResponse(f"{where} answered {exc.status_code} while {what}: {text}")
+                return LLMBadResponse(f"{WHERE} reported an error while {what}: {text}")
+            return LLMBadResponse(f"{WHERE} answered {exc.status_code} while {what}: {text}")
         if isinstance(exc, httpx.TransportError):
             # Before any reply the engine is as good as unreachable; after it, the answer is broken.
             if replied:
-                return LLMBadResponse(f"the connection to {where} broke while {what}: {type(exc).__name__}: {exc}")
-            return LLMUnavailable(f"the connection to {where} broke before it answered, while {what}: {type(exc).__name__}: {exc}")
-        return LLMBadResponse(f"{where} sent a malformed reply while {what}: {type(exc).__name__}: {str(exc)[:MAX_ERROR_TEXT]}")
+                return LLMBadResponse(f"the connection to {WHERE} broke while {what}: {kind}")
+            return LLMUnavailable(f"the connection to {WHERE} broke before it answered, while {what}: {kind}")
+        if isinstance(exc, ReplyTooLarge):
+            return LLMBadResponse(f"{WHERE} sent {exc} while {what}; the request was closed")
+        return LLMBadResponse(f"{WHERE} sent a malformed reply while {what} ({kind})")
+
+
+def _line_limit(path: str) -> int:
+    """The longest line accepted in a reply to `path`: an answer's NDJSON chunk, or any other reply."""
+    return MAX_EVENT_BYTES if path.endswith(CHAT_PATH) else MAX_REPLY_LINE_BYTES
 
 
 def _is_retryable(exc: Exception) -> bool:

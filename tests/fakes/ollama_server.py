@@ -12,7 +12,10 @@ Ollama's documented API the client uses, with the field names the official `olla
   error after some content is an `{"error": ...}` line, then the end of the stream.
 
 Behaviours are chosen per model (`FakeModel`), so one server can host a healthy model, a model whose stream
-breaks, a slow one, and so on. Every request is recorded in `FakeOllama.requests` (method, path, JSON body).
+breaks, a slow one, and so on. Every request is recorded in `FakeOllama.requests` (method, path, JSON body),
+every chat stream in `FakeOllama.streams` (bytes sent, when the server saw it closed). For the hardening
+tests: a stream that never ends (`endless`), one line of N bytes that never ends (`unterminated_line_bytes`),
+and `/api/show` answering raw bytes (`FakeOllama.show_body`: not JSON, `null`, ...).
 
     with FakeOllama({"llama3.1:8b": 131072, "flaky": FakeModel(break_after_tokens=2)}) as fake:
         client = OllamaClient(fake.url, "llama3.1:8b", ...)
@@ -35,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
 from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
 
 FAKE_VERSION = "0.6.5"
@@ -64,6 +68,8 @@ class FakeModel:
     first_chunk_delay_s: float = 0.0  # before the response starts (Ollama loading the model, evaluating the prompt)
     token_delay_s: float = 0.0  # between chunks
     cut_first_requests: int = 0  # the first N chat requests get their connection cut before any chunk
+    endless: bool = False  # after the answer's chunks, more chunks forever (never `done`)
+    unterminated_line_bytes: int = 0  # after the first chunk, one line of N bytes that never ends
 
 
 @dataclass
@@ -95,6 +101,8 @@ class FakeOllama(ThreadedServer):
         }
         self.version = version
         self.requests: list[RecordedRequest] = []
+        self.streams: list[StreamRecord] = []  # one per streamed chat reply, in order
+        self.show_body: bytes | None = None  # when set, POST /api/show answers these bytes (200, JSON type)
         self._chat_counts: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -163,6 +171,8 @@ class FakeOllama(ThreadedServer):
 
     async def _show(self, request: Request) -> Response:
         body = await self._record(request) or {}
+        if self.show_body is not None:
+            return Response(self.show_body, media_type="application/json")
         name = canonical_name(body.get("model") or body.get("name") or "")  # "name": older clients
         model = self.models.get(name)
         if model is None:
@@ -263,12 +273,22 @@ class FakeOllama(ThreadedServer):
                 if i and model.token_delay_s:
                     await asyncio.sleep(model.token_delay_s)
                 yield _line(chunk(token))
+                if i == 0 and model.unterminated_line_bytes:
+                    async for piece in unterminated(b'{"message": {"role": "assistant", "content": "', model.unterminated_line_bytes):
+                        yield piece
+            n = 0
+            while model.endless:
+                await asyncio.sleep(model.token_delay_s or ENDLESS_TICK_S)
+                yield _line(chunk(f" more{n}"))
+                n += 1
             if model.break_after_tokens == len(tokens):
                 raise DeliberateCut("cut before the final chunk")
             if not model.end_without_done:
                 yield _line(final())
 
-        return StreamingResponse(lines(), media_type=NDJSON)
+        record = StreamRecord(request.url.path)
+        self.streams.append(record)
+        return StreamingResponse(tracked(lines(), record), media_type=NDJSON)
 
 
 def canonical_name(name: str) -> str:

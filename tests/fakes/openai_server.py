@@ -8,6 +8,11 @@ benchmark use, with a fixed latency per token, for tests that need an engine but
   with `usage` and no choices, then `data: [DONE]`. An error before any token is a JSON error status
   (`{"error": {"message", "type", "code"}}`); an error after some is an `error` data line, then `[DONE]`.
 
+Misbehaviours for the hardening tests (tests/integration/test_hardening_llm.py): a stream that never ends
+(`endless`), one event of N bytes that never ends (`unterminated_event_bytes`), a model list that is not
+JSON or not shaped like one (`FakeOpenAI.models_body`). Every chat stream is recorded in `streams`
+(`StreamRecord`: bytes sent, and when the server saw it closed).
+
 The real vLLM is tested against in tests/integration/test_ask_vllm.py; this stand-in only has to stream.
 
     with FakeOpenAI({"fake-vllm": FakeChatModel(token_delay_s=0.01)}) as fake:
@@ -26,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
 from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
 
 DEFAULT_ANSWER = "The answer is in the documents [1]."
@@ -42,6 +48,8 @@ class FakeChatModel:
     chat_status: int | None = None  # answer every chat request with this error status
     error_after_tokens: int | None = None  # an error data line after N tokens
     break_after_tokens: int | None = None  # cut the connection (no [DONE], no final chunk) after N tokens
+    endless: bool = False  # after the answer's words, more words forever (no finish_reason, no [DONE])
+    unterminated_event_bytes: int = 0  # after the role chunk, one data line of N bytes that never ends
 
 
 class FakeOpenAI(ThreadedServer):
@@ -54,6 +62,8 @@ class FakeOpenAI(ThreadedServer):
         super().__init__()
         self.models = dict(models or {"fake-vllm": FakeChatModel()})
         self.chat_requests: list[dict] = []
+        self.streams: list[StreamRecord] = []  # one per chat stream, in order
+        self.models_body: bytes | None = None  # when set, GET /v1/models answers these bytes (200, JSON type)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -65,6 +75,8 @@ class FakeOpenAI(ThreadedServer):
         )
 
     async def _models(self, request: Request) -> Response:
+        if self.models_body is not None:
+            return Response(self.models_body, media_type="application/json")
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "vllm", "root": name, "max_model_len": m.max_model_len}
             for name, m in self.models.items()
@@ -103,6 +115,15 @@ class FakeOpenAI(ThreadedServer):
         async def events() -> AsyncIterator[bytes]:
             await asyncio.sleep(model.first_token_delay_s)
             yield chunk({"role": "assistant", "content": ""})
+            if model.unterminated_event_bytes:
+                async for piece in unterminated(b'data: {"choices": [{"delta": {"content": "', model.unterminated_event_bytes):
+                    yield piece
+            if model.endless:
+                n = 0
+                while True:
+                    await asyncio.sleep(model.token_delay_s or ENDLESS_TICK_S)
+                    yield chunk({"content": f" more{n}"})
+                    n += 1
             for i, word in enumerate(words):
                 if model.break_after_tokens == i:
                     raise DeliberateCut(f"cut after {i} tokens")
@@ -119,7 +140,9 @@ class FakeOpenAI(ThreadedServer):
                 yield _data({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": name, "choices": [], "usage": usage})
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        record = StreamRecord(request.url.path)
+        self.streams.append(record)
+        return StreamingResponse(tracked(events(), record), media_type="text/event-stream")
 
 
 def _data(obj: dict) -> bytes:
