@@ -29,7 +29,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.errors import StoreUnavailable
+from backend.errors import LLMUnavailable, StoreUnavailable
 from backend.observability.logs import configure_logging
 from backend.retrieval.documents import make_doc_id
 from backend.settings import Settings
@@ -175,6 +175,29 @@ def test_a_keyed_body_over_the_limit_is_refused_while_it_arrives(server):
         assert client.post("/ask", json={"q": "When do backups run?", "space_id": "team"}).status_code == 200
     status, _, body = declared_body_answer(server, "/documents", UPLOAD_LIMIT + 128 * 1024, {**key, "Content-Type": "multipart/form-data; boundary=x"})
     assert status == 413 and json.loads(body)["error"]["type"] == "file_too_large"
+
+
+class CountingKeys:
+    """API_KEYS that count how often a request is authenticated."""
+
+    def __init__(self, keys):
+        self.keys, self.calls = keys, 0
+        self.enabled = keys.enabled
+
+    def authenticate(self, authorization):
+        self.calls += 1
+        return self.keys.authenticate(authorization)
+
+
+def test_a_request_is_authenticated_once(settings, services, fake_llm):
+    app = create_app(settings, services, llm=fake_llm)
+    with TestClient(app) as client:
+        app.state.api_keys = counting = CountingKeys(app.state.api_keys)
+        assert client.get("/documents", params={"space_id": "team"}, headers=bearer(TEAM_KEY)).status_code == 200
+        assert counting.calls == 1
+        assert client.get("/documents", params={"space_id": "ops"}, headers=bearer(TEAM_KEY)).status_code == 403
+        assert client.get("/metrics", headers=bearer(TEAM_KEY)).status_code == 403  # the space check stays in the routes
+        assert counting.calls == 3
 
 
 # -- finding 5: the keep-alive connection after an unexpected error ------------------------------------------
@@ -329,6 +352,24 @@ def test_credentials_in_urls_reach_no_caller_and_no_log(settings, services, serv
     log = server_log.getvalue()
     assert "llm_unavailable" in log or "request failed" in log  # the failures were logged ...
     assert SECRET not in log  # ... without the credentials
+
+
+def test_error_bodies_are_scrubbed_whoever_wrote_them(settings, services):
+    """The safety net: an engine error that names its URL (as the clients' messages did) reaches tenants
+    without the address and operators without the credentials, in both error shapes."""
+    address = f"127.0.0.1:{free_port()}"
+    down = LLMUnavailable(f"could not reach vLLM at http://user:{SECRET}@{address}/v1 while listing models")
+    with TestClient(create_app(settings, services, llm=FakeLLM(fail_before=down))) as client:
+        assert client.post("/documents", data={"space_id": "team"}, files={"file": ("notes.md", NOTES)},
+                           headers=bearer(TEAM_KEY)).status_code == 201
+        question = {"q": "When do backups run?", "space_id": "team"}
+        chat = {"model": "rag/team", "messages": [{"role": "user", "content": question["q"]}]}
+        for key in (TEAM_KEY, ADMIN_KEY):
+            for response in (client.post("/ask", json=question, headers=bearer(key)),
+                             client.post("/v1/chat/completions", json=chat, headers=bearer(key))):
+                assert response.status_code == 503 and SECRET not in response.text, response.text
+                assert (address in response.text) == (key == ADMIN_KEY)  # operators keep the diagnostics
+        assert f"http://***@{address}/v1" in client.post("/ask", json=question, headers=bearer(ADMIN_KEY)).text
 
 
 def test_a_qdrant_url_with_credentials_stays_out_of_errors(caplog):
