@@ -4,6 +4,8 @@ Implementations translate their SDK's exceptions into the `LLMError` family at t
 `LLMUnavailable` (could not connect), `LLMModelNotFound` (the engine does not serve the model),
 `LLMTimeout`, `LLMBadResponse` (the engine answered an error or garbage). They retry only connection
 errors (and, for the OpenAI SDK, 408/429/5xx) and only before the first token: never mid-stream.
+Any reply that is not what the engine's API promises (not JSON, wrong shapes, an endless event) is
+`LLMBadResponse`, never another exception. Messages name the engine ("the LLM engine (vLLM)"), not its URL.
 """
 
 from __future__ import annotations
@@ -67,11 +69,14 @@ class LLMClient(Protocol):
 
     def stream_chat(self, messages: list[Message], *, max_tokens: int, temperature: float) -> AsyncIterator[StreamEvent]:
         """Generate an answer: `TokenDelta`s, then exactly one `StreamEnd`. Errors raise the LLMError family;
-        an error after the first token raises too (the caller reports it in-band)."""
+        an error after the first token raises too (the caller reports it in-band). Closing the generator
+        early (a client that left, the answer's deadline) closes the engine's request. A streamed event or
+        line larger than `wire.MAX_EVENT_BYTES` is LLMBadResponse."""
         ...
 
     async def health(self) -> dict:
-        """{"status": "ok"|"error", "engine", "model", "context_length"?, "error"?} without raising."""
+        """{"status": "ok"|"error", "engine", "url" (credentials masked), "model", "context_length"?, "error"?,
+        "error_type"?}; never raises, whatever the engine answered (a liveness probe calls it)."""
         ...
 
     async def aclose(self) -> None:

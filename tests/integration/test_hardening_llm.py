@@ -75,8 +75,9 @@ def engine(request, fakes):
     saved = dict(vars(model))
     yield name, fake, model
     vars(model).update(saved)
-    fake.models_body = None if name == "vllm" else getattr(fake, "models_body", None)
-    if name == "ollama":
+    if name == "vllm":
+        fake.models_body = None
+    else:
         fake.show_body = None
 
 
@@ -135,8 +136,8 @@ def test_the_deadline_cuts_an_endless_answer_and_a_first_token_that_never_comes(
         response = http.post("/ask", json={**ASK, "stream": True})
         assert response.status_code == 200
         events = sse(response.text)
-        assert events[0][0] == "token" and events[-1] == ("error", events[-1][1])
-        assert events[-1][1]["error"]["type"] == "answer_timeout" and "done" not in [e for e, _ in events]
+        assert events[0][0] == "token" and events[-1][0] == "error" and "done" not in [e for e, _ in events]
+        assert events[-1][1]["error"]["type"] == "answer_timeout"
         assert wait_closed(fake.streams[opened], CLOSE_WAIT_S)
 
         # The OpenAI-compatible route: OpenAI's error shape, in JSON and in the stream.
@@ -219,8 +220,8 @@ def test_an_event_of_100_mb_without_its_end_is_refused_at_the_cap_while_health_a
         assert error["type"] == "llm_bad_response" and "longer than" in error["message"]
         record = fake.streams[opened]
         assert wait_closed(record, CLOSE_WAIT_S) and not record.finished
-        # Refused at the cap: the engine got to send a few MB (the cap plus socket buffers), not 100.
-        assert record.sent_bytes < 16 * 1024 * 1024, record.sent_bytes
+        # Refused at the cap: the engine got to send a few MB (the cap plus socket buffers: 8 MB seen), not 100.
+        assert record.sent_bytes < 32 * 1024 * 1024, record.sent_bytes
         assert probes and set(probes) == {200}
 
 
@@ -268,7 +269,7 @@ def test_an_engine_url_with_credentials_is_in_no_error_body(settings, services, 
             bodies += [ask.text, stream.text, chat.text, json.dumps(health)]
     for body in bodies:
         assert SECRET not in body and "operator:" not in body, body
-    for body in bodies[:3] + bodies[4:7]:  # the error bodies name the engine, not where it runs
+    for body in bodies[0:3] + bodies[4:7]:  # the error bodies (not /health's) name the engine, not where it runs
         assert "127.0.0.1" not in body, body
     # The clients' own log lines carry the URL redacted (third-party lines, httpx's request lines, are
     # redacted by the log handler's filter, backend/redaction.py, which caplog does not go through).
