@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from backend.errors import StorageFull
 from backend.ingest.chunking import Chunker
+from backend.ingest.isolation import ParseLimits, ParsePool
 from backend.ingest.pipeline import IngestPipeline
 from backend.retrieval.documents import DocumentIndex
 from backend.retrieval.embedder import Embedder, create_embedder
@@ -82,6 +83,7 @@ class Services:
 
     def close(self) -> None:
         self.optimizer.stop()
+        self.pipeline.close()
         self.store.close()
 
 
@@ -103,7 +105,9 @@ def build_services(
         retriever = Retriever(
             QueryBatcher(embedder), sparse, index, RetrievalConfig.from_settings(settings), reranker=reranker
         )
-        pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes)
+        # Parsing runs in worker processes that enforce the per-file budget (backend.ingest.isolation).
+        parsing = ParsePool(chunker, ParseLimits.from_settings(settings))
+        pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes, parsing=parsing)
     except Exception:
         store.close()
         raise

@@ -16,7 +16,7 @@ from backend.api.deps import GrantDep, MetricsDep, ServicesDep
 from backend.auth import Grant
 from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut, JobAccepted
 from backend.disk_space import ensure_free_space
-from backend.errors import AppError, DocumentNotFound, FileTooLarge, InvalidRequest, UnsupportedFileType
+from backend.errors import AppError, DocumentNotFound, FileTooLarge, IngestBusy, InvalidRequest, UnsupportedFileType
 from backend.ingest.jobs import MAX_JOB_FILES
 from backend.observability.metrics import Metrics
 from backend.retrieval.documents import DocumentInfo, normalize_doc_path, validate_space
@@ -87,7 +87,11 @@ def upload_document(
     if len(data) > limit:
         raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({services.settings.max_upload_mb:g} MB)")
     try:
-        result = services.pipeline.ingest_bytes(space_id, name, data)
+        # A slot of the space's INGEST_MAX_PER_SPACE (429 ingest_busy when none is free); jobs take none.
+        with services.pipeline.in_flight.hold(space_id, services.settings.ingest_max_per_space):
+            result = services.pipeline.ingest_bytes(space_id, name, data)
+    except IngestBusy:
+        raise
     except AppError as exc:
         record_ingest(services, metrics, "skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
         raise

@@ -2,19 +2,30 @@
 
 One small interface (`Parser`) and a registry keyed by file extension. Parsers work on bytes, never on
 a caller-supplied path, so uploads and folder ingest share them and a filename is never used to open
-anything. Library exceptions are translated to `CorruptDocument` here, at the boundary.
+anything. Library exceptions are translated to `CorruptDocument` here, at the boundary: whatever a library
+raises on a bad file is that file's 422, never a 500.
+
+Each parse has a budget (`limit`, MAX_EXTRACTED_MB): DOCX members are checked before python-docx opens them
+(backend.ingest.containers), PDF streams are decompressed under pypdf's own limits lowered to it and the text
+extracted is counted while it is extracted; past it, `DocumentTooLarge`. Time and memory are bounded by the
+process the parse runs in (backend.ingest.isolation).
 """
 
 from __future__ import annotations
 
 import io
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Protocol
 
-from backend.errors import CorruptDocument, EmptyDocument, UnsupportedFileType
+from backend.errors import CorruptDocument, DocumentError, DocumentTooLarge, EmptyDocument, UnsupportedFileType
+
+from backend.ingest.containers import check_docx
+
+MB = 1024 * 1024
+# The budget when the caller gives none (the default MAX_EXTRACTED_MB).
+DEFAULT_EXTRACT_LIMIT = 200 * MB
 
 
 @dataclass(frozen=True)
@@ -31,10 +42,11 @@ class Parser(Protocol):
 
     extensions: tuple[str, ...]
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         """Return the file's sections in reading order.
 
-        Raises `CorruptDocument` when the bytes are not a valid file of this type.
+        Raises `CorruptDocument` when the bytes are not a valid file of this type, `DocumentTooLarge` when it
+        inflates past `limit` bytes (containers, streams) or characters (extracted text).
         Sections may be empty; the caller decides whether the document as a whole is empty.
         """
         ...
@@ -72,7 +84,7 @@ class TextParser:
 
     extensions = (".txt", ".text", ".log", ".csv", ".rst")
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         text = decode_text(data, name)
         _check_not_binary(text, name)
         return [Section(text=text.strip())] if text.strip() else []
@@ -86,7 +98,7 @@ class MarkdownParser:
 
     extensions = (".md", ".markdown", ".mdx")
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         from markdown_it import MarkdownIt
 
         text = decode_text(data, name)
@@ -117,7 +129,7 @@ class HtmlParser:
 
     extensions = (".html", ".htm", ".xhtml")
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         from bs4 import BeautifulSoup
 
         try:
@@ -156,30 +168,67 @@ class PdfParser:
 
     extensions = (".pdf",)
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
-        from pypdf import PdfReader
-        from pypdf.errors import PyPdfError
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
+        from pypdf import PdfReader, apply_configuration, get_configuration
+        from pypdf.errors import LimitReachedError
 
         if not data.lstrip()[:5].startswith(b"%PDF"):
             raise CorruptDocument(f"{name}: not a PDF (no %PDF header)")
+        # pypdf's own per-stream limits, lowered to the budget where it is smaller (never raised above pypdf's).
+        defaults = get_configuration()
+        caps = {field: min(getattr(defaults, field), limit) for field in _PYPDF_OUTPUT_LIMITS}
+        extracted = _TextBudget(name, limit)
         try:
-            reader = PdfReader(io.BytesIO(data), strict=False)
-            if reader.is_encrypted:
-                try:
-                    reader.decrypt("")
-                except Exception as exc:
-                    raise CorruptDocument(f"{name}: encrypted PDF ({exc})") from exc
-            sections = []
-            for number, page in enumerate(reader.pages, start=1):
-                text = page.extract_text() or ""
-                text = re.sub(r"[ \t]+\n", "\n", text).strip()
-                if text:
-                    sections.append(Section(text=text, page=number))
-            return sections
-        except CorruptDocument:
+            with apply_configuration(**caps):
+                reader = PdfReader(io.BytesIO(data), strict=False)
+                if reader.is_encrypted:
+                    try:
+                        reader.decrypt("")
+                    except Exception as exc:
+                        raise CorruptDocument(f"{name}: encrypted PDF ({exc})") from exc
+                sections = []
+                for number, page in enumerate(reader.pages, start=1):
+                    text = page.extract_text(visitor_text=extracted.visit) or ""
+                    extracted.check()  # pypdf swallows errors inside form XObjects: the count decides
+                    text = re.sub(r"[ \t]+\n", "\n", text).strip()
+                    if text:
+                        sections.append(Section(text=text, page=number))
+                return sections
+        except DocumentError:
             raise
-        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+        except LimitReachedError as exc:
+            raise DocumentTooLarge(f"{name}: past a PDF reading limit (a stream inflates too far, or a cycle): {exc}") from exc
+        except RecursionError as exc:
+            raise CorruptDocument(f"{name}: unreadable PDF (nested too deeply)") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # pypdf raises many kinds on broken files; each is this file's problem
             raise CorruptDocument(f"{name}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
+
+
+# pypdf's decompression output limits (pypdf.Configuration), each capped at the file's budget.
+_PYPDF_OUTPUT_LIMITS = (
+    "zlib_maximum_output_length", "lzw_maximum_output_length", "run_length_maximum_output_length",
+    "jbig2_maximum_output_length", "brotli_maximum_output_length", "array_based_stream_maximum_output_length",
+    "image_maximum_buffer_size", "maximum_declared_stream_length", "stream_decoding_work_maximum_length",
+)
+
+
+class _TextBudget:
+    """Counts the characters pypdf extracts (its visitor sees every piece) and stops past the budget."""
+
+    def __init__(self, name: str, limit: int):
+        self.name, self.limit, self.count = name, limit, 0
+
+    def visit(self, text, *_position) -> None:
+        self.count += len(text)
+        self.check()
+
+    def check(self) -> None:
+        if self.count > self.limit:
+            raise DocumentTooLarge(
+                f"{self.name}: more than {self.limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)"
+            )
 
 
 class DocxParser:
@@ -187,17 +236,27 @@ class DocxParser:
 
     extensions = (".docx",)
 
-    def parse(self, data: bytes, name: str) -> list[Section]:
-        import docx
-        from docx.opc.exceptions import PackageNotFoundError
-
+    def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
+        check_docx(data, name, limit)
         try:
-            document = docx.Document(io.BytesIO(data))
-        except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise CorruptDocument(f"{name}: not a valid DOCX file ({type(exc).__name__}: {exc})") from exc
+            return self._read(data, limit)
+        except DocumentError as exc:
+            raise type(exc)(f"{name}: {exc.message}") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # lxml (malformed XML), python-docx (missing parts, bad relationships), ...
+            from lxml import etree
 
+            what = "malformed XML in the DOCX" if isinstance(exc, etree.XMLSyntaxError) else "not a valid DOCX file"
+            raise CorruptDocument(f"{name}: {what} ({type(exc).__name__}: {exc})") from exc
+
+    def _read(self, data: bytes, limit: int) -> list[Section]:
+        import docx
         from docx.table import Table
         from docx.text.paragraph import Paragraph
+
+        document = docx.Document(io.BytesIO(data))
+        extracted = 0
 
         blocks: list[tuple[str | None, str]] = []
         path: list[tuple[int, str]] = []
@@ -215,11 +274,15 @@ class DocxParser:
                     heading, parts = " > ".join(t for _, t in path), []
                 elif text:
                     parts.append(text)
+                extracted += len(text)
             elif isinstance(item, Table):
                 for row in item.rows:
                     cells = [cell.text.strip() for cell in row.cells]
                     if any(cells):
                         parts.append(" | ".join(cells))
+                        extracted += sum(map(len, cells))
+            if extracted > limit:  # merged table cells repeat their text per grid column
+                raise DocumentTooLarge(f"more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)")
         blocks.append((heading, "\n".join(parts)))
         return _sections_by_headings(blocks)
 
@@ -246,12 +309,20 @@ def parser_for(name: str) -> Parser:
     return parser
 
 
-def parse_document(data: bytes, name: str) -> list[Section]:
-    """Parse a file into non-empty sections; raises UnsupportedFileType, CorruptDocument or EmptyDocument."""
+def parse_document(data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
+    """Parse a file into non-empty sections; raises UnsupportedFileType, CorruptDocument, DocumentTooLarge
+    (past `limit`, MAX_EXTRACTED_MB) or EmptyDocument."""
     parser = parser_for(name)
     if not data.strip():
         raise EmptyDocument(f"{name}: the file is empty")
-    sections = parser.parse(data, name)
+    try:
+        sections = parser.parse(data, name, limit=limit)
+    except (DocumentError, MemoryError):
+        raise
+    except Exception as exc:  # a parser's library failing in a way its parser did not foresee: still this file's 422
+        raise CorruptDocument(f"{name}: could not be parsed ({type(exc).__name__}: {exc})") from exc
+    if sum(len(section.text) for section in sections) > limit:
+        raise DocumentTooLarge(f"{name}: more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)")
     if not sections:
         raise EmptyDocument(f"{name}: no text could be extracted (a scanned PDF needs OCR first)")
     return sections

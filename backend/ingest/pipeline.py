@@ -3,7 +3,10 @@
 Files are handled in groups: each file is read, hashed, checked against the index (an unchanged file costs
 three cheap store queries and no parsing), parsed and chunked; the chunks of a whole group are embedded in
 one call so that small files still fill the model's batches, then each file is committed on its own.
-A failure is per file: it is reported and the rest go on.
+A failure is per file: it is reported and the rest go on, whatever raised it.
+
+Parsing and chunking go through `parsing` (backend.ingest.isolation): in the server a pool of worker
+processes that enforces the per-file budget (MAX_FILE_CHUNKS, MAX_EXTRACTED_MB, MAX_PARSE_S).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from backend.errors import AppError, DocumentError, EmptyDocument, FileTooLarge, UnsupportedFileType
+from backend.errors import AppError, DocumentError, FileTooLarge, UnsupportedFileType
+from backend.ingest.admission import SpaceSlots
 from backend.ingest.chunking import Chunk, Chunker
-from backend.ingest.parsers import parse_document, parser_for
+from backend.ingest.isolation import InlineParsing, ParsePool
+from backend.ingest.parsers import parser_for
 from backend.retrieval.documents import DocumentIndex, make_doc_id, normalize_doc_path, validate_space
 from backend.retrieval.embedder import Embedder
 
@@ -56,11 +61,21 @@ class _Pending:
 class IngestPipeline:
     """Parses, chunks, embeds and commits documents into one `DocumentIndex`."""
 
-    def __init__(self, embedder: Embedder, index: DocumentIndex, chunker: Chunker, max_bytes: int):
+    def __init__(
+        self, embedder: Embedder, index: DocumentIndex, chunker: Chunker, max_bytes: int,
+        parsing: ParsePool | InlineParsing | None = None,
+    ):
         self.embedder = embedder
         self.index = index
         self.chunker = chunker
         self.max_bytes = max_bytes
+        self.parsing = parsing or InlineParsing(chunker)
+        # Synchronous uploads in flight per space (the API holds a slot per upload; INGEST_MAX_PER_SPACE).
+        self.in_flight = SpaceSlots()
+
+    def close(self) -> None:
+        """Stop the parse workers."""
+        self.parsing.close()
 
     def ingest_bytes(self, space_id: str, path: str, data: bytes) -> IngestResult:
         """Index one file's bytes; raises the AppError of a bad file (the API maps it to 4xx)."""
@@ -106,9 +121,7 @@ class IngestPipeline:
             if self.index.status(space_id, doc_id, self.index.version(content_hash)) == "unchanged":
                 return _Outcome(IngestResult(path, "unchanged", doc_id))
             started = time.perf_counter()
-            chunks = self.chunker.chunk(parse_document(data, path))
-            if not chunks:
-                raise EmptyDocument(f"{path}: no text to index (only characters the embedding model ignores)")
+            chunks = self.parsing.run(data, path)
             return _Pending(path, content_hash, len(data), chunks, _ms_since(started))
         except UnsupportedFileType as exc:
             return _Outcome(IngestResult(path, "skipped", error_type=exc.error_type, message=exc.message), exc)
@@ -116,6 +129,9 @@ class IngestPipeline:
             return _Outcome(IngestResult(path, "failed", error_type=exc.error_type, message=exc.message), exc)
         except OSError as exc:
             return _Outcome(IngestResult(path, "failed", error_type="io_error", message=f"{path}: {exc}"))
+        except Exception as exc:  # a bug: this file fails (500 when uploaded alone), the others go on
+            log.exception("ingesting %s failed", path)
+            return _unexpected(path, exc)
 
     def _commit_group(self, space_id: str, group: list[_Pending]) -> Iterator["_Outcome"]:
         texts = [chunk.embed_text for pending in group for chunk in pending.chunks]
@@ -125,6 +141,11 @@ class IngestPipeline:
         except AppError as exc:
             for pending in group:
                 yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
+            return
+        except Exception as exc:
+            log.exception("embedding a group of %d files failed", len(group))
+            for pending in group:
+                yield _unexpected(pending.path, exc)
             return
         embed_ms_per_chunk = _ms_since(started) / max(len(texts), 1)  # one call for the group, shared by size
         offset = 0
@@ -139,7 +160,15 @@ class IngestPipeline:
                 yield _Outcome(IngestResult(pending.path, status, make_doc_id(space_id, pending.path), n, timings=timings))
             except AppError as exc:
                 yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)
+            except Exception as exc:
+                log.exception("committing %s failed", pending.path)
+                yield _unexpected(pending.path, exc)
             offset += n
+
+
+def _unexpected(path: str, exc: Exception) -> "_Outcome":
+    error = AppError(f"{path}: not indexed, unexpected {type(exc).__name__}; see the server log")
+    return _Outcome(IngestResult(path, "failed", error_type=error.error_type, message=error.message), error)
 
 
 def _ms_since(started: float) -> float:

@@ -92,3 +92,37 @@ def test_page_metadata_follows_sections(tokenizer):
 def test_overlap_must_be_smaller_than_size(tokenizer):
     with pytest.raises(ValueError):
         Chunker(tokenizer, 50, 50)
+
+
+# -- Bounded windows (issue 24): a long section is tokenized piece by piece, with the same chunks. -----------------
+
+LONG_TEXTS = {
+    "paragraphs": "\n\n".join(PARAGRAPH * (1 + i % 3) for i in range(60)),
+    "one line": " ".join(f"word{i}, then sentence {i} ends here." for i in range(1500)),
+    "lines": "\n".join(f"line {i}: value={i * 7} ok" for i in range(2000)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_TEXTS))
+def test_windowed_chunking_gives_the_chunks_of_a_whole_section_pass(tokenizer, name):
+    text = LONG_TEXTS[name]
+    whole = Chunker(tokenizer, 64, 12, window_chars=len(text) + 1).chunk([Section(text, heading="H")])
+    windowed = Chunker(tokenizer, 64, 12, window_chars=700).chunk([Section(text, heading="H")])
+    assert len(whole) > 20
+    assert windowed == whole
+
+
+def test_a_huge_line_without_boundaries_is_cut_hard_in_bounded_windows(tokenizer):
+    blob = "x" * 300_000 + "y" * 300_000  # no paragraph, line, sentence or space anywhere
+    chunks = Chunker(tokenizer, 50, 5, window_chars=4096).chunk([Section(blob)])
+    assert "".join(c.text for c in chunks) == blob  # hard cuts, no overlap to share
+    assert max(len(c.text) for c in chunks) <= 4096 * 16  # bounded by the widest window
+
+
+def test_the_chunk_budget_stops_chunking_early(tokenizer):
+    from backend.errors import DocumentTooLarge
+
+    text = "\n\n".join(PARAGRAPH for _ in range(400))
+    assert len(Chunker(tokenizer, 40, 8).chunk([Section(text)], max_chunks=10_000)) > 100
+    with pytest.raises(DocumentTooLarge, match="more than 100 chunks"):
+        Chunker(tokenizer, 40, 8).chunk([Section(text)], max_chunks=100)

@@ -106,3 +106,52 @@ def test_unknown_extension_is_unsupported():
         parser_for("picture.png")
     with pytest.raises(UnsupportedFileType, match="no extension"):
         parser_for("Makefile")
+
+
+# -- Hostile files (issue 24): each is this file's CorruptDocument / DocumentTooLarge with its reason. -------------
+
+from backend.errors import DocumentTooLarge  # noqa: E402
+from tests import docs_factory as df  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (df.docx_malformed_xml, "malformed XML"),
+        (df.docx_entity_expansion, "entity expansion"),
+        (lambda: df.docx_entity_expansion(2), "entity expansion"),  # harmless size, still no DTD allowed
+        (df.docx_encrypted, "encrypted"),
+        (df.docx_truncated, "truncated zip"),
+        (lambda: df.docx_lying_sizes(8), "damaged DOCX part"),
+    ],
+)
+def test_bad_docx_files_are_corrupt_documents_with_their_reason(make, reason):
+    with pytest.raises(CorruptDocument) as info:
+        parse_document(make(), "bad.docx")
+    assert "bad.docx" in info.value.message and reason in info.value.message
+
+
+def test_a_dtd_is_refused_in_any_encoding_the_xml_declares():
+    import zipfile
+
+    xml = zipfile.ZipFile(__import__("io").BytesIO(df.docx_entity_expansion(2))).read("word/document.xml").decode()
+    utf16 = xml.replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>').encode("utf-16")
+    with pytest.raises(CorruptDocument, match="entity expansion"):
+        parse_document(df.docx_with_parts({"word/document.xml": utf16}), "u16.docx")
+
+
+def test_a_docx_past_the_extraction_budget_is_too_large():
+    data = df.docx_inflating(12)
+    with pytest.raises(DocumentTooLarge, match="MAX_EXTRACTED_MB"):
+        parse_document(data, "big.docx", limit=8 * 1024 * 1024)
+    assert parse_document(data, "big.docx", limit=16 * 1024 * 1024)  # within it: read
+
+
+def test_pdf_inflation_and_extracted_text_are_capped():
+    with pytest.raises(DocumentTooLarge, match="inflates too far"):
+        parse_document(df.pdf_inflating(4), "stream.pdf", limit=1024 * 1024)
+    # A 1.4 KB PDF that draws one 100 KB form 20 times: small streams, 1.9 MB of text (counted while extracted).
+    repeated = df.pdf_repeated_form(100, 20)
+    assert sum(len(s.text) for s in parse_document(repeated, "form.pdf")) > 1_800_000
+    with pytest.raises(DocumentTooLarge, match="of extracted text"):
+        parse_document(repeated, "form.pdf", limit=1024 * 1024)
