@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from backend import __version__
 from backend.api.request_guard import RequestGuard
 from backend.auth import ApiKeys
-from backend.api import ask, documents, health, jobs, search
+from backend.api import ask, documents, health, jobs, search, spaces
 from backend.api import openai_compat
 from backend.api.console import install_console
 from backend.api.errors import ErrorBarrier, install_error_handlers
@@ -147,6 +147,7 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     app.include_router(search.router)
     app.include_router(documents.router)
     app.include_router(jobs.router)
+    app.include_router(spaces.router)
     app.include_router(ask.router)
     install_console(app)  # the web console: GET / and /console/*
     app.include_router(openai_compat.router)

@@ -77,6 +77,7 @@ class Services:
     retriever: Retriever
     pipeline: IngestPipeline
     optimizer: BackgroundOptimizer = field(init=False)
+    cross_embedder: Embedder | None = None  # CROSS_LANGUAGE_MODEL, when built here (in-process: closed with these)
 
     def __post_init__(self) -> None:
         self.optimizer = BackgroundOptimizer(self.store)
@@ -85,6 +86,16 @@ class Services:
         self.optimizer.stop()
         self.pipeline.close()
         self.store.close()
+        if self.cross_embedder is not None:
+            self.cross_embedder.close()
+
+
+def create_cross_embedder(settings: Settings, embedder: Embedder) -> Embedder | None:
+    """The CROSS_LANGUAGE_MODEL embedder, through the same factory as EMBED_MODEL; None when off or the same model."""
+    name = settings.cross_language_model.strip()
+    if not name or name == embedder.name:
+        return None
+    return create_embedder(settings.model_copy(update={"embed_model": name}))
 
 
 def build_services(
@@ -92,23 +103,36 @@ def build_services(
     embedder: Embedder | None = None,
     store: VectorStore | None = None,
     reranker: Reranker | None = None,
+    cross_embedder: Embedder | None = None,
 ) -> Services:
-    """Load the models, open the store, wire the rest. `embedder`/`store`/`reranker` may be given (tests, reuse)."""
+    """Load the models, open the store, wire the rest. `embedder`/`store`/`reranker` may be given (tests, reuse).
+
+    The cross-language embedder (CROSS_LANGUAGE_MODEL) is built here when the embedder is EMBED_MODEL's own
+    (built here, or by the app from the same settings); a caller that brings another embedder (tests on a
+    small model) brings its own `cross_embedder`, or gets none."""
     embedder = embedder or create_embedder(settings)
+    owned_cross = None
+    if cross_embedder is None and embedder.name == settings.embed_model:
+        cross_embedder = owned_cross = create_cross_embedder(settings, embedder)
     reranker = reranker or create_reranker(settings)
-    store = store or create_store(settings, embedder.dim)
+    store = store or create_store(settings, embedder.dim, cross_embedder.dim if cross_embedder else None)
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
         sparse = create_sparse_encoder(settings)
-        index = DocumentIndex(store, f"model={embedder.name};{chunker.fingerprint()}", sparse, embed_model=embedder.name)
+        index = DocumentIndex(
+            store, f"model={embedder.name};{chunker.fingerprint()}", sparse, embed_model=embedder.name, cross=cross_embedder
+        )
         index.check_model()
         retriever = Retriever(
-            QueryBatcher(embedder), sparse, index, RetrievalConfig.from_settings(settings), reranker=reranker
+            QueryBatcher(embedder), sparse, index, RetrievalConfig.from_settings(settings), reranker=reranker,
+            cross=cross_embedder,
         )
         # Parsing runs in worker processes that enforce the per-file budget (backend.ingest.isolation).
         parsing = ParsePool(chunker, ParseLimits.from_settings(settings))
         pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes, parsing=parsing)
     except Exception:
         store.close()
+        if owned_cross is not None:
+            owned_cross.close()
         raise
-    return Services(settings, embedder, store, index, retriever, pipeline)
+    return Services(settings, embedder, store, index, retriever, pipeline, cross_embedder=owned_cross)

@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Multilingual (PL/RU/EN and ~100 more) and shipped in a PyPI package; chosen on the golden sets in eval/
 # (docs/retrieval.md): far better on Polish/Russian and across languages, on par on English.
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
+# The second dense vector for questions in another language than the documents (issue 23, docs/retrieval.md):
+# USE multilingual is the best packaged model across languages, pure numpy and ~2 ms a query.
+DEFAULT_CROSS_LANGUAGE_MODEL = "universal-sentence-encoder-multilingual"
 
 
 class Settings(BaseSettings):
@@ -83,6 +86,25 @@ class Settings(BaseSettings):
     hybrid_candidates: int = Field(40, ge=1, le=1000, description="Candidates each list contributes to fusion.")
     bm25_language: str = Field(
         "auto", description="BM25 analysis: auto (per chunk: russian / english / neutral), none, or one language."
+    )
+    cross_language_model: str = Field(
+        DEFAULT_CROSS_LANGUAGE_MODEL,
+        description="Second embedder whose vectors are stored next to EMBED_MODEL's and fused into dense and hybrid "
+        "queries, for questions in another language than the documents; empty = off. A store made without it keeps "
+        "working without it (re-index to turn it on).",
+    )
+    cross_language: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="When queries use the CROSS_LANGUAGE_MODEL list: auto (unless the space holds one language and the "
+        "question is in it), always, or never (its vectors are still written).",
+    )
+    cross_weight: float = Field(
+        0.75, ge=0, description="Weight of the CROSS_LANGUAGE_MODEL list in a cross-language query (each language's "
+        "EMBED_MODEL list weighs 1; weighted DBSF).",
+    )
+    cross_sparse_weight: float = Field(
+        0.2, ge=0, description="Weight of the BM25 list in a cross-language hybrid query (BM25 shares no term with an "
+        "answer in another language).",
     )
 
     rerank_model: str = Field(

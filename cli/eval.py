@@ -193,12 +193,13 @@ def print_tables(reports: list[ModeReport], ks: tuple[int, ...], tags: list[str]
 
 REPORTED_SETTINGS = (
     "chunk_tokens", "chunk_overlap", "fusion", "hybrid_dense_weight", "hybrid_sparse_weight", "rrf_k",
-    "hybrid_candidates", "bm25_language", "rerank_model",
+    "hybrid_candidates", "bm25_language", "rerank_model", "cross_language_model", "cross_language", "cross_weight",
+    "cross_sparse_weight",
 )
 
 
 def _retrieval_line(settings) -> str:
-    return ""
+    return f"cross_language_model={settings.cross_language_model or '-'} cross_language={settings.cross_language}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -210,7 +211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default=None, help="evaluate through a running backend's /search instead")
     parser.add_argument(
         "--modes", nargs="+", default=None,
-        help=f"of {', '.join(SEARCH_MODES)}, rerank, and fusion variants hybrid:dbsf, hybrid:rrf:K:DENSE_W:SPARSE_W "
+        help=f"of {', '.join(SEARCH_MODES)}, rerank, fusion variants hybrid:dbsf, hybrid:rrf:K:DENSE_W:SPARSE_W, "
+        "and +cross / -cross to force cross-language search on or off (dense+cross, hybrid-cross:dbsf; its weights: "
+        "hybrid+cross:CROSS_W:SPARSE_W) "
         "(default: dense sparse hybrid, and rerank when RERANK_MODEL is set)",
     )
     parser.add_argument("--split", default=None, help="evaluate only the questions of this split (tune, test)")
@@ -237,17 +240,44 @@ def _index(services, space: str, root: Path) -> dict:
     return dict(statuses)
 
 
-def fusion_variant(config, spec: str):
-    """The retrieval config for a mode spec `hybrid:dbsf` or `hybrid:rrf:K:DENSE_W:SPARSE_W` (a sweep)."""
-    parts = spec.split(":")[1:]
+CROSS_SUFFIXES = {"+cross": "always", "-cross": "never"}
+
+
+def split_mode(spec: str) -> tuple[str, str | None, str | None]:
+    """'hybrid+cross:rrf:60:1:1' -> ('hybrid', 'always', 'rrf:60:1:1'): base mode, CROSS_LANGUAGE override, fusion."""
+    head, _, fusion = spec.partition(":")
+    for suffix, policy in CROSS_SUFFIXES.items():
+        if head.endswith(suffix):
+            return head[: -len(suffix)], policy, fusion or None
+    return head, None, fusion or None
+
+
+def mode_config(config, spec: str):
+    """The retrieval config for a mode spec: `hybrid:dbsf`, `hybrid:rrf:K:DENSE_W:SPARSE_W` (a sweep), and
+    `+cross` / `-cross` after the mode to force cross-language search on or off (`dense+cross`), with its
+    weights as `hybrid+cross:CROSS_W:SPARSE_W`."""
+    base, cross, fusion = split_mode(spec)
+    if base not in SEARCH_MODES and base != "rerank":
+        raise ValueError(f"bad mode {spec!r}")
+    if cross:
+        config = replace(config, cross_language=cross)
+    if fusion is None:
+        return config
+    parts = fusion.split(":")
     try:
         if parts == ["dbsf"]:
             return replace(config, fusion="dbsf")
         if len(parts) == 4 and parts[0] == "rrf":
             return replace(config, fusion="rrf", rrf_k=int(parts[1]), dense_weight=float(parts[2]), sparse_weight=float(parts[3]))
+        if len(parts) == 2 and cross == "always":
+            return replace(config, cross_weight=float(parts[0]), cross_sparse_weight=float(parts[1]))
     except ValueError:
         pass
-    raise ValueError(f"bad mode {spec!r}: use hybrid:dbsf or hybrid:rrf:K:DENSE_WEIGHT:SPARSE_WEIGHT")
+    raise ValueError(f"bad mode {spec!r}: use hybrid:dbsf, hybrid:rrf:K:DENSE_WEIGHT:SPARSE_WEIGHT or "
+                     "hybrid+cross:CROSS_WEIGHT:SPARSE_WEIGHT")
+
+
+fusion_variant = mode_config  # the name this function had before cross-language modes
 
 
 def _local_search(services, space: str) -> Search:
@@ -255,10 +285,11 @@ def _local_search(services, space: str) -> Search:
     default = retriever.config
 
     def search(q: str, mode: str, depth: int) -> list[dict]:
-        rerank = mode == "rerank"
-        retriever.config = fusion_variant(default, mode) if mode.startswith("hybrid:") else default
+        base = split_mode(mode)[0]
+        rerank = base == "rerank"
+        retriever.config = mode_config(default, mode)
         try:
-            return retriever.search(q, space, depth, "hybrid" if rerank or mode.startswith("hybrid:") else mode, rerank).results
+            return retriever.search(q, space, depth, "hybrid" if rerank else base, rerank).results
         finally:
             retriever.config = default
 
@@ -283,15 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     modes = args.modes or list(SEARCH_MODES) + (["rerank"] if settings.rerank_model else [])
-    unknown = {m for m in modes if m not in SEARCH_MODES and m != "rerank" and not m.startswith("hybrid:")}
-    try:
-        for m in modes:
-            if m.startswith("hybrid:"):
-                if args.url:
-                    raise ValueError("fusion variants need the store (not --url)")
-                fusion_variant(RetrievalConfig(), m)
-    except ValueError as exc:
-        unknown.add(str(exc))
+    unknown = set()
+    for m in modes:
+        try:
+            if m not in SEARCH_MODES and m != "rerank" and args.url:
+                raise ValueError(f"{m}: fusion and cross-language variants need the store (not --url)")
+            mode_config(RetrievalConfig(), m)
+        except ValueError as exc:
+            unknown.add(str(exc))
     if unknown:
         print(f"error: unknown mode(s) {', '.join(sorted(unknown))}", file=sys.stderr)
         return EXIT_USAGE
@@ -310,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             services = build_services(settings)
             indexed = _index(services, space, args.dir) if args.dir else None
             search = _local_search(services, space)
-            model = services.embedder.name
+            model = services.embedder.name + (f" + cross {services.index.cross_model}" if services.index.cross else "")
         reports = evaluate(search, questions, modes, ks, depth)
     except AppError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -9,6 +9,7 @@ count them together). Names (docs/monitoring.md lists them with their meaning):
     rag_context_chunks_dropped_total                   rag_context_tokens_dropped_total
     rag_llm_tokens_total{kind}                         rag_documents_ingested_total{status}
     rag_info{version,engine,embed_model,store}         process_* (resident memory, CPU, open fds)
+    rag_embed_worker_crashes_total{role,reason}        (process-wide, like process_*: the workers are this process's)
 
 Labels never carry user input (no space ids, paths or questions): `route` is the route's template, and an
 unmatched path is "unmatched", so a scanner cannot grow the series without bound.
@@ -17,6 +18,7 @@ unmatched path is "unmatched", so a scanner cannot grow the series without bound
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Seconds. From sub-millisecond stages (a BM25 search) to long answers (a slow engine's full generation).
@@ -26,6 +28,25 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 INGEST_STAGES = ("parse", "embed", "store_write")
 QUERY_STAGES = {"embed_ms": "query_embed", "search_ms": "search", "rerank_ms": "rerank"}
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class EmbedWorkerCrashes:
+    """rag_embed_worker_crashes_total{role,reason}: embedding worker processes that died or hung (and were
+    restarted), read from `embed_worker.crash_counts()` at each scrape. Both roles and reasons are always
+    exported (0 until the first incident), so an alert on increase() works from the start."""
+
+    def collect(self):
+        from backend.retrieval.embed_worker import ROLES, crash_counts  # here: no import cycle, no cost at import
+
+        counts = crash_counts()
+        family = CounterMetricFamily(
+            "rag_embed_worker_crashes", "Embedding worker processes that died or hung on a call, by role and reason (each restarted).",
+            labels=["role", "reason"],
+        )
+        for role in ROLES:
+            for reason in ("died", "hung"):
+                family.add_metric([role, reason], counts.get((role, reason), 0))
+        yield family
 
 
 class Metrics:
@@ -62,6 +83,7 @@ class Metrics:
         self.llm_tokens = Counter("rag_llm_tokens", "Tokens the engine reported, by kind.", ["kind"], registry=r)
         self.documents = Counter("rag_documents_ingested", "Files through the ingest pipeline, by outcome.", ["status"], registry=r)
         self.info = Gauge("rag_info", "What this backend runs.", ["version", "engine", "embed_model", "store"], registry=r)
+        r.register(EmbedWorkerCrashes())
 
     # -- recording ---------------------------------------------------------------------------------------
     def set_info(self, version: str, engine: str, embed_model: str, store: str) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace, StoreUnavailable
 from backend.ingest.chunking import Chunk
-from backend.retrieval.sparse import SparseEncoder
+from backend.retrieval.sparse import SparseEncoder, chunk_language
 from backend.retrieval.store import Filter, Hit, PointRecord, SearchQuery, VectorStore
 
 STAGING_PREFIX = "~staging:"
@@ -90,12 +90,16 @@ class DocumentInfo:
 class DocumentIndex:
     """Document-level operations on a vector store."""
 
-    def __init__(self, store: VectorStore, fingerprint: str, sparse: SparseEncoder, embed_model: str = ""):
+    def __init__(self, store: VectorStore, fingerprint: str, sparse: SparseEncoder, embed_model: str = "", cross=None):
+        """`cross`: the cross-language embedder (CROSS_LANGUAGE_MODEL), used only when the store holds its vector."""
         self.store = store
         self.embed_model = embed_model
-        # Embedding model + chunking + BM25 analysis: part of every version, so changing any re-indexes.
-        self.fingerprint = f"{fingerprint};{sparse.fingerprint()}"
-        # The BM25 vector is computed here, next to the dense one it is stored with, for every writer.
+        self.cross = cross if cross is not None and getattr(store, "cross_dim", None) else None
+        self.cross_model = self.cross.name if self.cross is not None else ""
+        # Embedding model(s) + chunking + BM25 analysis: part of every version, so changing any re-indexes.
+        self.fingerprint = f"{fingerprint};{sparse.fingerprint()}" + (f";cross={self.cross_model}" if self.cross else "")
+        # The BM25 vector (and the cross-language one) is computed here, next to the dense one it is stored
+        # with, for every writer.
         self.sparse = sparse
         self._doc_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -135,6 +139,7 @@ class DocumentIndex:
         staging = STAGING_PREFIX + space_id
         indexed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         sparse = self.sparse.embed_documents([chunk.embed_text for chunk in chunks])
+        cross = self.cross.embed_documents([chunk.embed_text for chunk in chunks]) if self.cross else [None] * len(chunks)
         points = [
             PointRecord(
                 id=make_point_id(space_id, path, version, chunk.chunk_index),
@@ -154,10 +159,15 @@ class DocumentIndex:
                     "size_bytes": size_bytes,
                     "indexed_at": indexed_at,
                     "embed_model": self.embed_model,
+                    "cross_model": self.cross_model,
+                    # The chunk's language as BM25 analysis sees it: the space's language mix (GET /spaces)
+                    # and when cross-language search is worth it come from here.
+                    "lang": chunk_language(chunk.embed_text),
                 },
                 sparse=sparse_vector,
+                cross=cross_vector,
             )
-            for chunk, vector, sparse_vector in zip(chunks, vectors, sparse)
+            for chunk, vector, sparse_vector, cross_vector in zip(chunks, vectors, sparse, cross)
         ]
         with self._lock(doc_id):
             # Another request may have committed this very version while we were embedding.
@@ -188,13 +198,40 @@ class DocumentIndex:
         """
         if not self.embed_model:
             return
-        stored = next(iter(self.store.scroll(Filter(must={"chunk_index": 0}), ["embed_model"], batch=1)), {})
+        stored = next(iter(self.store.scroll(Filter(must={"chunk_index": 0}), ["embed_model", "cross_model"], batch=1)), {})
         model = stored.get("embed_model")
         if model and model != self.embed_model:
             raise StoreUnavailable(
                 f"the store holds vectors of EMBED_MODEL={model!r}, not {self.embed_model!r}: set EMBED_MODEL back, or "
                 "index into a new DATA_DIR (or QDRANT_COLLECTION)"
             )
+        # Same for the cross-language vector: two models of one dimension would share it silently.
+        cross = stored.get("cross_model")
+        if self.cross and cross and cross != self.cross_model:
+            raise StoreUnavailable(
+                f"the store holds cross-language vectors of CROSS_LANGUAGE_MODEL={cross!r}, not {self.cross_model!r}: set "
+                "it back, or index into a new DATA_DIR (or QDRANT_COLLECTION)"
+            )
+
+    # Most spaces GET /spaces lists (one facet count over the tenant index).
+    MAX_SPACES = 10000
+
+    def spaces(self) -> dict[str, int]:
+        """Chunks per live space (staging spaces of commits in progress left out)."""
+        counts = self.store.facet("space_id", Filter(), limit=self.MAX_SPACES)
+        return {space: n for space, n in sorted(counts.items()) if not space.startswith(STAGING_PREFIX)}
+
+    def document_count(self, space_id: str) -> int:
+        return self.store.count(Filter(must={"space_id": space_id, "chunk_index": 0}))
+
+    def language_mix(self, space_id: str) -> dict[str, int]:
+        """Chunks per language in a space ('unknown': chunks indexed before languages were recorded)."""
+        flt = Filter(must={"space_id": space_id})
+        mix = self.store.facet("lang", flt)
+        rest = self.store.count(flt) - sum(mix.values())
+        if rest > 0:
+            mix["unknown"] = rest
+        return dict(sorted(mix.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def delete(self, doc_id: str) -> int:
         """Remove every point of a document (live and staged); DocumentNotFound if it has none."""

