@@ -122,6 +122,8 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
                 await run_in_threadpool(svc.close)
             elif svc is not None:
                 svc.optimizer.stop()
+            if owned:  # built here, so its worker processes (EMBED_ISOLATION=process) end here
+                await run_in_threadpool(app.state.embedder.close)
 
     app = FastAPI(
         title="RAG appliance",

@@ -77,6 +77,7 @@ class Services:
     retriever: Retriever
     pipeline: IngestPipeline
     optimizer: BackgroundOptimizer = field(init=False)
+    owns_embedder: bool = False  # built here (the CLI): its worker processes end with these services
     cross_embedder: Embedder | None = None  # CROSS_LANGUAGE_MODEL, when built here (in-process: closed with these)
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ class Services:
         self.optimizer.stop()
         self.pipeline.close()
         self.store.close()
+        if self.owns_embedder:
+            self.embedder.close()
         if self.cross_embedder is not None:
             self.cross_embedder.close()
 
@@ -110,12 +113,20 @@ def build_services(
     The cross-language embedder (CROSS_LANGUAGE_MODEL) is built here when the embedder is EMBED_MODEL's own
     (built here, or by the app from the same settings); a caller that brings another embedder (tests on a
     small model) brings its own `cross_embedder`, or gets none."""
+    owns_embedder = embedder is None
     embedder = embedder or create_embedder(settings)
     owned_cross = None
-    if cross_embedder is None and embedder.name == settings.embed_model:
-        cross_embedder = owned_cross = create_cross_embedder(settings, embedder)
-    reranker = reranker or create_reranker(settings)
-    store = store or create_store(settings, embedder.dim, cross_embedder.dim if cross_embedder else None)
+    try:
+        if cross_embedder is None and embedder.name == settings.embed_model:
+            cross_embedder = owned_cross = create_cross_embedder(settings, embedder)
+        reranker = reranker or create_reranker(settings)
+        store = store or create_store(settings, embedder.dim, cross_embedder.dim if cross_embedder else None)
+    except BaseException:
+        if owns_embedder:
+            embedder.close()
+        if owned_cross is not None:
+            owned_cross.close()
+        raise
     try:
         chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, hard_limit=embedder.max_tokens)
         sparse = create_sparse_encoder(settings)
@@ -132,7 +143,11 @@ def build_services(
         pipeline = IngestPipeline(embedder, index, chunker, max_bytes=settings.max_upload_bytes, parsing=parsing)
     except Exception:
         store.close()
+        if owns_embedder:
+            embedder.close()
         if owned_cross is not None:
             owned_cross.close()
         raise
-    return Services(settings, embedder, store, index, retriever, pipeline, cross_embedder=owned_cross)
+    return Services(
+        settings, embedder, store, index, retriever, pipeline, owns_embedder=owns_embedder, cross_embedder=owned_cross
+    )
