@@ -6,14 +6,15 @@ Exit codes: 0 answered, 2 usage, 4 backend unreachable, 6 the backend answered a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 
 import httpx
 
 from backend.settings import load_settings
-from cli.backend_client import CONNECT_TIMEOUT_S, auth_headers, discover_backend_url
+from cli.backend_client import (
+    CONNECT_TIMEOUT_S, MAX_SSE_EVENT_BYTES, auth_headers, discover_backend_url, parse_sse,
+)
 
 EXIT_BACKEND = 4
 EXIT_ANSWER_FAILED = 6
@@ -21,17 +22,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def iter_sse(response: httpx.Response):
-    """(event, data) pairs of a text/event-stream response."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
+    """(event, data) pairs of a text/event-stream response, through the CLI's one bounded SSE decoder."""
+    return parse_sse(response.iter_bytes(), MAX_SSE_EVENT_BYTES)
 
 
 def print_sources(final: dict, out) -> None:

@@ -109,7 +109,7 @@ class BackendClient:
                     body = _json(response)
                     self._raise_auth(response, body)
                     raise _server_error(response, body)
-                for event, data in _parse_sse(response.iter_bytes()):
+                for event, data in parse_sse(response.iter_bytes()):
                     yield event, data
                     if event == "done":
                         return
@@ -177,7 +177,7 @@ def _server_error(response: httpx.Response, body: dict) -> AppError:
     return exc
 
 
-def _parse_sse(chunks: Iterable[bytes], max_bytes: int = MAX_SSE_EVENT_BYTES) -> Iterator[tuple[str, dict]]:
+def parse_sse(chunks: Iterable[bytes], max_bytes: int = MAX_SSE_EVENT_BYTES) -> Iterator[tuple[str, dict]]:
     """(event, JSON data) pairs of a Server-Sent Events body given as byte chunks; comments (keepalives) are
     skipped. Linear in the bytes received, whatever the chunking (`SseEvents`); an event larger than
     `max_bytes` raises ReplyTooLarge (a ValueError), as does data that is not JSON (json's ValueError)."""

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from backend.llm.wire import ReplyTooLarge, SseEvents, cap_lines
-from cli.backend_client import _parse_sse
+from cli.backend_client import parse_sse
 
 CAP = 4096
 PIECE = 1024
@@ -64,7 +64,7 @@ def test_the_cli_decoder_reads_events_in_any_chunking_and_refuses_one_past_its_c
     body = b": keepalive\n\nevent: progress\ndata: {\"n\": 1}\n\nevent: done\r\ndata: {\"n\": 2,\r\ndata:  \"ok\": true}\r\n\r\n"
     expected = [("progress", {"n": 1}), ("done", {"n": 2, "ok": True})]
     for size in (1, 2, 5, len(body)):
-        assert list(_parse_sse(body[i:i + size] for i in range(0, len(body), size))) == expected
+        assert list(parse_sse(body[i:i + size] for i in range(0, len(body), size))) == expected
 
     pulled = 0
 
@@ -76,7 +76,7 @@ def test_the_cli_decoder_reads_events_in_any_chunking_and_refuses_one_past_its_c
             yield b"a" * PIECE
 
     with pytest.raises(ReplyTooLarge):
-        list(_parse_sse(endless(), max_bytes=CAP))
+        list(parse_sse(endless(), max_bytes=CAP))
     assert pulled <= CAP // PIECE + 1
 
 
