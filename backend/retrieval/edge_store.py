@@ -89,7 +89,8 @@ def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
     lists = query.lists()
     if len(lists) == 1:
         return qe.QueryRequest(
-            limit=limit, query=_nearest(query, lists[0]), filter=_filter(flt), with_payload=True, with_vector=with_vector
+            limit=limit, query=_nearest(query, lists[0]), filter=_filter(flt), with_payload=query.with_payload,
+            with_vector=with_vector,
         )
     # The filter goes on each prefetch: fusion only sees candidates of this space.
     candidates = max(query.candidates, limit)
@@ -254,6 +255,13 @@ class EdgeStore:
         except Exception as exc:
             raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points] for points in results]
+
+    def retrieve(self, ids: Sequence[str], with_dense: bool = False) -> dict[str, Hit]:
+        try:
+            points = self._shard.retrieve(list(ids), True, [DENSE_VECTOR] if with_dense else None)
+        except Exception as exc:
+            raise StoreUnavailable(f"embedded store retrieve failed: {exc}") from exc
+        return {str(p.id): Hit(str(p.id), 0.0, dict(p.payload or {}), _dense_of(p)) for p in points}
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None

@@ -81,7 +81,7 @@ def _nearest(query: SearchQuery, name: str):
 
 def _query_args(query: SearchQuery, flt: Filter, limit: int) -> dict:
     """query_points arguments for a query on one vector, or several fused on the server (prefetch each)."""
-    common = {"query_filter": _filter(flt), "limit": limit, "with_payload": True,
+    common = {"query_filter": _filter(flt), "limit": limit, "with_payload": query.with_payload,
               "with_vectors": [DENSE_VECTOR] if query.with_dense else False}
     lists = query.lists()
     if len(lists) == 1:
@@ -245,10 +245,17 @@ class QdrantServerStore:
             args = _query_args(query, flt, limit)
             batch.append(models.QueryRequest(
                 query=args["query"], using=args.get("using"), prefetch=args.get("prefetch"), filter=args["query_filter"],
-                limit=limit, with_payload=True, with_vector=args["with_vectors"],
+                limit=limit, with_payload=args["with_payload"], with_vector=args["with_vectors"],
             ))
         responses = self._call(self.client.query_batch_points, "search", self.collection, requests=batch)
         return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in r.points] for r in responses]
+
+    def retrieve(self, ids: Sequence[str], with_dense: bool = False) -> dict[str, Hit]:
+        records = self._call(
+            self.client.retrieve, "fetch points", self.collection, ids=list(ids), with_payload=True,
+            with_vectors=[DENSE_VECTOR] if with_dense else False,
+        )
+        return {str(r.id): Hit(str(r.id), 0.0, dict(r.payload or {}), _dense_of(r)) for r in records}
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None

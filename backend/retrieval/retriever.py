@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -112,28 +112,8 @@ class Retriever:
         return wants_cross(self.config.cross_language, mix, q)
 
     def _cross_language_hits(self, space_id: str, mode: str, dense, sparse, cross, limit: int) -> list[Hit]:
-        """Dense (or hybrid) search for a question that may be in another language than its answer.
-
-        Lists, fetched in one batch and fused by weighted DBSF (fusion.py): the embedder's nearest chunks
-        once per language of the space (each language's scores normalised on their own: a multilingual
-        embedder ranks a same-language distractor above an answer in another language, and this takes
-        that bias out), the cross-language model's nearest chunks in the whole space, and in hybrid mode
-        BM25 at a low weight. Weights and the split were chosen on the golden set (docs/retrieval.md)."""
-        c = self.config
-        space = {"space_id": space_id}
         languages, rest = split_languages(self.languages.get(space_id))
-        requests = [(SearchQuery("dense", dense=dense, with_dense=True), Filter(must={**space, "lang": lang}))
-                    for lang in languages]
-        if rest:  # chunks of minor or unrecorded languages: one list over the whole space reaches them
-            requests.append((SearchQuery("dense", dense=dense, with_dense=True), Filter(must=space)))
-        weights = [1.0] * len(requests)
-        requests.append((SearchQuery("dense", cross=cross, with_dense=True), Filter(must=space)))
-        weights.append(c.cross_weight)
-        if mode == "hybrid":
-            requests.append((SearchQuery("sparse", sparse=sparse, with_dense=True), Filter(must=space)))
-            weights.append(c.cross_sparse_weight)
-        lists = self.index.store.search_batch(requests, max(c.candidates, limit))
-        return weighted_dbsf(lists, weights)[:limit]
+        return cross_language_search(self.index.store, space_id, languages, rest, mode, dense, sparse, cross, self.config, limit)
 
     def search(self, q: str, space_id: str, top_k: int = 5, mode: str | None = None, rerank: bool | None = None) -> Retrieved:
         q, mode, rerank = self._check(q, space_id, top_k, mode, rerank)
@@ -182,3 +162,33 @@ class Retriever:
             timings["rerank_ms"] = round((time.perf_counter() - t2) * 1000, 3)
         return Retrieved(results=results[:top_k], timings=timings, mode=mode, reranked=bool(rerank and results),
                          cross_language=cross is not None)
+
+
+def cross_language_search(
+    store, space_id: str, languages: list[str], rest: bool, mode: str, dense, sparse, cross, c: RetrievalConfig, limit: int
+) -> list[Hit]:
+    """Dense (or hybrid) search for a question that may be in another language than its answer.
+
+    Lists, fetched in one batch and fused by weighted DBSF (fusion.py): the embedder's nearest chunks
+    once per language of the space (each language's scores normalised on their own: a multilingual
+    embedder ranks a same-language distractor above an answer in another language, and this takes
+    that bias out), the cross-language model's nearest chunks in the whole space, and in hybrid mode
+    BM25 at a low weight. Weights and the split were chosen on the golden set (docs/retrieval.md).
+    `rest`: some chunks are in none of `languages` (minor or unrecorded ones); one more embedder list
+    over the whole space reaches them."""
+    space = {"space_id": space_id}
+    # The lists carry ids and scores only; payloads and vectors are fetched for the winners alone (five
+    # lists of 40 payloads each cost more than all the searches: measured, eval/cross_cost.py).
+    ids_only = {"with_payload": False}
+    requests = [(SearchQuery("dense", dense=dense, **ids_only), Filter(must={**space, "lang": lang})) for lang in languages]
+    if rest:
+        requests.append((SearchQuery("dense", dense=dense, **ids_only), Filter(must=space)))
+    weights = [1.0] * len(requests)
+    requests.append((SearchQuery("dense", cross=cross, **ids_only), Filter(must=space)))
+    weights.append(c.cross_weight)
+    if mode == "hybrid":
+        requests.append((SearchQuery("sparse", sparse=sparse, **ids_only), Filter(must=space)))
+        weights.append(c.cross_sparse_weight)
+    fused = weighted_dbsf(store.search_batch(requests, max(c.candidates, limit)), weights)[:limit]
+    points = store.retrieve([h.id for h in fused], with_dense=True) if fused else {}
+    return [replace(points[h.id], score=h.score) for h in fused if h.id in points]

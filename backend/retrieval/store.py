@@ -83,6 +83,7 @@ class SearchQuery:
     with_dense: bool = False
     cross: np.ndarray | None = None
     cross_weight: float = 1.0  # RRF weight of the cross-language list (when fused in the engine)
+    with_payload: bool = True  # False: ids and scores only (lists fused by the caller, who fetches the winners)
 
     def lists(self) -> list[str]:
         """The vectors this query searches (one list each), in fusion order."""
@@ -133,6 +134,10 @@ class VectorStore(Protocol):
 
     def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
         """Several searches in one call to the engine (one planned pass, one round trip): a list per request."""
+        ...
+
+    def retrieve(self, ids: Sequence[str], with_dense: bool = False) -> dict[str, Hit]:
+        """The points with these ids (payload, and dense vector if asked), by id; score 0."""
         ...
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
