@@ -5,6 +5,7 @@
                into query embedding and store search.
     ingest     the ingest pipeline's chunks/s next to the raw embedder's chunks/s on the same chunks,
                measured side by side in one run.
+    isolation  EMBED_ISOLATION=process against inline on identical work: per-query ms and ingest chunks/s.
     ask        closed-loop streaming load on a running backend's POST /ask at several concurrency levels:
                req/s, output tok/s, TTFT, TPOT and end-to-end latency percentiles, errors by type.
     ab         the same load and questions on two backends (e.g. Ollama vs vLLM), one after the other per
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cli import bench_load, bench_soak
+from cli import bench_isolation, bench_load, bench_soak
 from cli.bench_load import percentile
 from cli.local_backend import start_backend, stop_backend
 
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     i = sub.add_parser("ingest", help="ingest chunks/s vs the raw embedder")
     i.add_argument("--files", type=int, default=40)
     i.add_argument("--rounds", type=int, default=3)
+    bench_isolation.add_options(sub.add_parser("isolation", help="embedder worker processes vs inline: query ms, chunks/s"))
     a = sub.add_parser("ask", help="streaming /ask load on one backend")
     a.add_argument("--url", default="http://127.0.0.1:8000", help="the backend")
     add_ask_options(a)
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             return bench_load.EXIT_UNREACHABLE
     else:
         settings = load_settings(args.env_file)
-        report = {"retrieval": bench_retrieval, "ingest": bench_ingest}[args.command](args, settings)
+        report = {"retrieval": bench_retrieval, "ingest": bench_ingest, "isolation": bench_isolation.run}[args.command](args, settings)
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     if args.command == "soak":
         bench_soak.publish(report, args.out_dir)

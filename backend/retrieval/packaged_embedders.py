@@ -18,6 +18,7 @@ a run of characters missing from the vocabulary is one <unk> here (`tokenizers` 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import struct
 import unicodedata
@@ -71,7 +72,9 @@ def _read_e5_vocabulary(path: Path, with_vocab: bool = True) -> tuple[int, int, 
     `with_vocab` False skips decoding the 250k pieces (an engine worker needs only the map).
     """
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            # Mapped, not read: an engine worker touches the header and the map, not the 71 MB of weights.
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if data[:4] != b"E5S1":
             raise ValueError("bad magic")
         dim = struct.unpack_from("<i", data, 8)[0]
@@ -81,15 +84,13 @@ def _read_e5_vocabulary(path: Path, with_vocab: bool = True) -> tuple[int, int, 
         pos += 20
         (blob_len,) = struct.unpack_from("<Q", data, pos)
         pos += 8
-        offsets = np.frombuffer(data, dtype="<u4", count=n_pieces + 1, offset=pos)
-        pos += 4 * (n_pieces + 1)
-        scores = np.frombuffer(data, dtype="<f4", count=n_pieces, offset=pos)
-        pos += 4 * n_pieces
-        blob = data[pos : pos + blob_len]
-        pos += blob_len
         vocab = []
         if with_vocab:
+            offsets = np.frombuffer(data[pos : pos + 4 * (n_pieces + 1)], dtype="<u4")
+            scores = np.frombuffer(data[pos + 4 * (n_pieces + 1) : pos + 8 * n_pieces + 4], dtype="<f4")
+            blob = data[pos + 8 * n_pieces + 4 : pos + 8 * n_pieces + 4 + blob_len]
             vocab = [(blob[offsets[i] : offsets[i + 1]].decode("utf-8"), float(scores[i])) for i in range(n_pieces)]
+        pos += 8 * n_pieces + 4 + blob_len
         n_norm, _norm_bytes = struct.unpack_from("<iI", data, pos)
         pos += 8
         norm_map: dict[int, str] = {}
