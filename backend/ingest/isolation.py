@@ -184,10 +184,14 @@ class ParsePool:
         return reply
 
     def _take(self) -> _Worker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if worker.process.is_alive():
+                return worker
+            self._drop(worker, kill=True)  # died while idle (killed from outside): not this file's fault
         if self._closed:
             raise RuntimeError("the parse pool is closed")
         worker = _Worker(self._ctx, self._spec, self.limits)

@@ -86,8 +86,9 @@ def test_the_chunk_budget_refuses_a_file_with_too_many_chunks(client, services):
 def test_an_inflating_pdf_is_refused_quickly_and_search_goes_on_meanwhile(client):
     assert upload(client, "ok.md", b"# Ports\n\nThe backend listens on 8000.", space="other").status_code == 201
     # A content stream that inflates past MAX_EXTRACTED_MB: pypdf's own limit, lowered to it, stops the inflation.
+    bomb = df.pdf_inflating(40)  # 40 KB, 40 MB once inflated
     started = time.monotonic()
-    response = upload(client, "bomb.pdf", df.pdf_inflating(40))
+    response = upload(client, "bomb.pdf", bomb)
     assert_error(response, 413, "document_too_large")
     assert time.monotonic() - started < 5
 

@@ -110,6 +110,9 @@ def test_unknown_extension_is_unsupported():
 
 # -- Hostile files (issue 24): each is this file's CorruptDocument / DocumentTooLarge with its reason. -------------
 
+import io  # noqa: E402
+import zipfile  # noqa: E402
+
 from backend.errors import DocumentTooLarge  # noqa: E402
 from tests import docs_factory as df  # noqa: E402
 
@@ -132,9 +135,7 @@ def test_bad_docx_files_are_corrupt_documents_with_their_reason(make, reason):
 
 
 def test_a_dtd_is_refused_in_any_encoding_the_xml_declares():
-    import zipfile
-
-    xml = zipfile.ZipFile(__import__("io").BytesIO(df.docx_entity_expansion(2))).read("word/document.xml").decode()
+    xml = zipfile.ZipFile(io.BytesIO(df.docx_entity_expansion(2))).read("word/document.xml").decode()
     utf16 = xml.replace('<?xml version="1.0"?>', '<?xml version="1.0" encoding="UTF-16"?>').encode("utf-16")
     with pytest.raises(CorruptDocument, match="entity expansion"):
         parse_document(df.docx_with_parts({"word/document.xml": utf16}), "u16.docx")
