@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         200.0, gt=0,
         description="Most bytes one file may inflate to while parsed: DOCX/ZIP members, PDF streams, extracted text.",
     )
+    max_inflate_ratio: float = Field(
+        100.0, gt=0,
+        description="A file may inflate to at most this many times its own size (never below 2 MB, never above "
+        "MAX_EXTRACTED_MB): a 15 KB PDF that unpacks into millions of characters is refused at once.",
+    )
     max_parse_s: float = Field(120.0, gt=0, description="Longest one file may take to parse; longer is 422 parse_timeout.")
     ingest_max_per_space: int = Field(
         2, ge=1,

@@ -56,7 +56,7 @@ def check_docx(data: bytes, name: str, max_bytes: int) -> None:
         declared = sum(info.file_size for info in infos)
         if declared > max_bytes:
             raise DocumentTooLarge(
-                f"{name}: its parts declare {declared / MB:.0f} MB unpacked; at most MAX_EXTRACTED_MB ({max_bytes / MB:g} MB)"
+                f"{name}: its parts declare {declared / MB:.0f} MB unpacked; at most {max_bytes / MB:g} MB (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO)"
             )
         inflated = 0
         for info in infos:
@@ -69,7 +69,7 @@ def check_docx(data: bytes, name: str, max_bytes: int) -> None:
                         inflated += len(block)
                         if inflated > max_bytes:
                             raise DocumentTooLarge(
-                                f"{name}: inflates past MAX_EXTRACTED_MB ({max_bytes / MB:g} MB) while unpacked "
+                                f"{name}: inflates past {max_bytes / MB:g} MB (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO) while unpacked "
                                 f"(at {info.filename}; its declared sizes said {declared / MB:.1f} MB)"
                             )
                         prolog.feed(block)

@@ -43,6 +43,9 @@ PARSE_WORKERS = 2
 # MAX_EXTRACTED_MB of XML as an lxml tree, or its text as Python strings) with margin.
 MIN_WORKER_MEMORY = 1024 * MB
 WORKER_MEMORY_PER_BUDGET = 6
+# The smallest inflation budget of a file (see ParseLimits.extract_limit): small files get room for formats
+# with verbose containers (a 20 KB DOCX holds ~200 KB of XML).
+MIN_INFLATE_BYTES = 2 * MB
 # How long a new worker may take to say it is ready (a fork from the fork server takes milliseconds; the first
 # start imports the parsers).
 WORKER_START_S = 60.0
@@ -58,10 +61,21 @@ class ParseLimits:
     max_extracted_bytes: int = DEFAULT_EXTRACT_LIMIT
     max_parse_s: float = 120.0
     memory_bytes: int | None = None  # the worker's address-space allowance; None: derived from the budget
+    max_inflate_ratio: float = 100.0
 
     @classmethod
     def from_settings(cls, settings) -> "ParseLimits":
-        return cls(settings.max_file_chunks, settings.max_extracted_bytes, settings.max_parse_s)
+        return cls(
+            settings.max_file_chunks, settings.max_extracted_bytes, settings.max_parse_s,
+            max_inflate_ratio=settings.max_inflate_ratio,
+        )
+
+    def extract_limit(self, size: int) -> int:
+        """What one file of `size` bytes may inflate to: MAX_INFLATE_RATIO times its size, at least
+        MIN_INFLATE_BYTES, at most MAX_EXTRACTED_MB. Ordinary files stay far below (text 1x, PDF and DOCX
+        text a few times their size, a DOCX's XML ~20x); a tiny file that unpacks into millions of characters
+        would otherwise cost many minutes of embedding while staying under MAX_FILE_CHUNKS."""
+        return int(min(self.max_extracted_bytes, max(MIN_INFLATE_BYTES, self.max_inflate_ratio * size)))
 
     @property
     def worker_memory(self) -> int:
@@ -71,7 +85,7 @@ class ParseLimits:
 def parse_and_chunk(data: bytes, name: str, chunker: Chunker, limits: ParseLimits) -> list[Chunk]:
     """Parse and chunk one file within its budget (here, in the calling process). Raises the file's
     DocumentError (corrupt, empty, too large) or UnsupportedFileType."""
-    sections = parse_document(data, name, limit=limits.max_extracted_bytes)
+    sections = parse_document(data, name, limit=limits.extract_limit(len(data)))
     try:
         chunks = chunker.chunk(sections, max_chunks=limits.max_chunks)
     except DocumentTooLarge as exc:

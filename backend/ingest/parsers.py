@@ -197,7 +197,10 @@ class PdfParser:
         except DocumentError:
             raise
         except LimitReachedError as exc:
-            raise DocumentTooLarge(f"{name}: past a PDF reading limit (a stream inflates too far, or a cycle): {exc}") from exc
+            raise DocumentTooLarge(
+                f"{name}: past a PDF reading limit of {limit / MB:g} MB (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO; a stream "
+                f"inflates too far, or a cycle): {exc}"
+            ) from exc
         except RecursionError as exc:
             raise CorruptDocument(f"{name}: unreadable PDF (nested too deeply)") from exc
         except MemoryError:
@@ -227,7 +230,7 @@ class _TextBudget:
     def check(self) -> None:
         if self.count > self.limit:
             raise DocumentTooLarge(
-                f"{self.name}: more than {self.limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)"
+                f"{self.name}: more than {self.limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO)"
             )
 
 
@@ -282,7 +285,7 @@ class DocxParser:
                         parts.append(" | ".join(cells))
                         extracted += sum(map(len, cells))
             if extracted > limit:  # merged table cells repeat their text per grid column
-                raise DocumentTooLarge(f"more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)")
+                raise DocumentTooLarge(f"more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO)")
         blocks.append((heading, "\n".join(parts)))
         return _sections_by_headings(blocks)
 
@@ -322,7 +325,7 @@ def parse_document(data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -
     except Exception as exc:  # a parser's library failing in a way its parser did not foresee: still this file's 422
         raise CorruptDocument(f"{name}: could not be parsed ({type(exc).__name__}: {exc})") from exc
     if sum(len(section.text) for section in sections) > limit:
-        raise DocumentTooLarge(f"{name}: more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB)")
+        raise DocumentTooLarge(f"{name}: more than {limit / MB:g} MB of extracted text (MAX_EXTRACTED_MB, MAX_INFLATE_RATIO)")
     if not sections:
         raise EmptyDocument(f"{name}: no text could be extracted (a scanned PDF needs OCR first)")
     return sections

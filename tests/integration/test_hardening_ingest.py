@@ -34,6 +34,8 @@ def settings(tmp_path, model_cache) -> Settings:
     return Settings(
         _env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache, chunk_tokens=128, chunk_overlap=24,
         max_file_chunks=CHUNK_BUDGET, max_extracted_mb=EXTRACT_MB, max_parse_s=PARSE_S,
+        # Out of the way here, so that each file reaches the budget it is about (the ratio: test_parse_isolation).
+        max_inflate_ratio=1e6,
     )
 
 
@@ -231,7 +233,9 @@ def probe_uploads(tmp_path: Path, model_cache: Path, files: dict[str, bytes], ro
         args += [str(path), name]
     run = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path / "probe-data"), str(model_cache), *args],
-        cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root, capture_output=True, text=True, timeout=300,
+        # The inflation ratio stays out of the way: these files are to reach the other budgets (and their memory).
+        env={**os.environ, "PYTHONPATH": str(root), "MAX_INFLATE_RATIO": "1000000"},
     )
     assert run.returncode == 0, run.stderr[-3000:]
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]

@@ -34,7 +34,7 @@ def test_the_pool_gives_the_chunks_of_an_inline_parse(chunker):
 
 
 def test_a_parse_past_the_deadline_is_stopped_and_its_worker_replaced(chunker):
-    pool = ParsePool(chunker, ParseLimits(max_parse_s=1.5), workers=1)
+    pool = ParsePool(chunker, ParseLimits(max_parse_s=1.5, max_inflate_ratio=1e9), workers=1)
     try:
         started = time.monotonic()
         with pytest.raises(ParseTimeout, match="MAX_PARSE_S"):
@@ -46,7 +46,7 @@ def test_a_parse_past_the_deadline_is_stopped_and_its_worker_replaced(chunker):
 
 
 def test_a_parse_past_the_memory_limit_is_too_large_and_errors_come_back_typed(chunker):
-    pool = ParsePool(chunker, ParseLimits(memory_bytes=64 * MB), workers=1)
+    pool = ParsePool(chunker, ParseLimits(memory_bytes=64 * MB, max_inflate_ratio=1e9), workers=1)
     try:
         with pytest.raises(DocumentTooLarge, match="memory limit"):
             pool.run(df.docx_inflating(60), "heavy.docx")  # within MAX_EXTRACTED_MB, not within 64 MB of memory
@@ -54,3 +54,23 @@ def test_a_parse_past_the_memory_limit_is_too_large_and_errors_come_back_typed(c
             pool.run(df.docx_malformed_xml(), "bad.docx")
     finally:
         pool.close()
+
+
+def test_a_small_file_may_inflate_only_a_ratio_of_its_size(chunker):
+    limits = ParseLimits(max_extracted_bytes=200 * MB, max_inflate_ratio=100)
+    assert limits.extract_limit(15_000) == 2 * MB  # the floor: small files keep room for verbose containers
+    assert limits.extract_limit(1 * MB) == 100 * MB
+    assert limits.extract_limit(50 * MB) == 200 * MB  # never above MAX_EXTRACTED_MB
+    # A 0.1 MB DOCX whose XML inflates to 60 MB: refused by the ratio, from its central directory.
+    with pytest.raises(DocumentTooLarge, match="MAX_INFLATE_RATIO"):
+        InlineParsing(chunker, limits).run(df.docx_inflating(60), "bomb.docx")
+    # An ordinary DOCX passes: its XML is many times its zipped size, well inside the floor and the ratio.
+    docx = df.make_docx([("Heading 1", "Leave policy"), ("Normal", "Request leave ten working days ahead. " * 200)])
+    chunks = InlineParsing(chunker, limits).run(docx, "policy.docx")
+    assert any("ten working days" in chunk.text for chunk in chunks)
+    # A 15 KB PDF whose stream unpacks into ~4 M characters (under MAX_FILE_CHUNKS: ~9,000 chunks, minutes of
+    # embedding): refused once its text passes 2 MB.
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match="MAX_INFLATE_RATIO"):
+        InlineParsing(chunker, limits).run(df.pdf_inflating(4), "tiny.pdf")
+    print(f"tiny inflating PDF refused in {time.monotonic() - started:.1f} s")
