@@ -30,6 +30,7 @@ from backend.api.schemas import ERROR_RESPONSES
 from backend.auth import GRANT_SCOPE_KEY, is_operator
 from backend.errors import AppError
 from backend.observability.metrics import CONTENT_TYPE
+from backend.retrieval.embed_worker import crash_counts
 from backend.redaction import hide_addresses, redact_text, redact_url, redact_value
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,12 @@ def _plain(value: Any) -> Any:
 
 def _embedder_status(embedder) -> dict:
     try:
-        return {"status": "ok", "model": embedder.name, "backend": embedder.backend, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
+        status = {"status": "ok", "model": embedder.name, "backend": embedder.backend, "dim": embedder.dim, "max_tokens": embedder.max_tokens}
+        pids = getattr(embedder, "worker_pids", None)
+        if pids is not None:  # EMBED_ISOLATION=process: a worker between a crash and its restart is still "ok"
+            status["workers"] = {role: "running" if pid else "restarting" for role, pid in pids().items()}
+            status["worker_crashes"] = sum(crash_counts().values())
+        return status
     except Exception as exc:
         return {"status": "error", "error_type": "check_failed", "error": f"the embedder did not describe itself ({type(exc).__name__})"}
 

@@ -346,6 +346,9 @@ def test_a_query_worker_killed_mid_request_is_a_503_then_restarted_and_counted(b
     assert worker_pid(proc.pid, "query") != pid
     assert crashes(url, "query") == before + 1
     assert_alive(proc, url)
+    embedder = httpx.get(f"{url}/health", timeout=30).json()["components"]["embedder"]
+    assert embedder["status"] == "ok" and embedder["workers"] == {"query": "running", "document": "running"}
+    assert embedder["worker_crashes"] >= 1
 
 
 def test_a_query_in_another_space_finishes_while_a_large_upload_is_embedded(backend):
