@@ -92,3 +92,20 @@ def client(settings, services, fake_llm):
 
     with TestClient(create_app(settings, services, llm=fake_llm)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def json_log():
+    """The server's own logging (one handler, JSON lines, redaction, as `python -m backend` sets it up) into a
+    buffer; the test process's logging restored afterwards."""
+    import io
+    import logging
+
+    from backend.observability.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    configure_logging("info", "json", stream=buffer)
+    yield buffer
+    root.handlers[:], root.level = saved

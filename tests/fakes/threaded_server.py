@@ -73,3 +73,17 @@ class ThreadedServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+class AppServer(ThreadedServer):
+    """The appliance's own app over real HTTP (for tests about the wire: SSE, disconnects, keep-alive); its
+    lifespan is run by whoever built it (a TestClient, usually)."""
+
+    name = "rag-backend"
+
+    def __init__(self, asgi_app) -> None:
+        super().__init__()
+        self.asgi_app = asgi_app
+
+    def app(self):
+        return self.asgi_app

@@ -14,7 +14,6 @@ thread, spoken to over raw sockets or one httpx client; the rest goes through Te
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import select
@@ -30,7 +29,6 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.errors import LLMUnavailable, StoreUnavailable
-from backend.observability.logs import configure_logging
 from backend.retrieval.documents import make_doc_id
 from backend.settings import Settings
 from cli.local_backend import free_port
@@ -310,18 +308,7 @@ def test_another_spaces_document_is_not_found_like_a_missing_one(client):
 
 
 # -- finding 10: secrets and internal addresses --------------------------------------------------------------
-@pytest.fixture
-def server_log():
-    """The server's own logging (JSON lines, one handler, as `python -m backend` sets it up) into a buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    buffer = io.StringIO()
-    configure_logging("info", "json", stream=buffer)
-    yield buffer
-    root.handlers[:], root.level = saved
-
-
-def test_credentials_in_urls_reach_no_caller_and_no_log(settings, services, server_log):
+def test_credentials_in_urls_reach_no_caller_and_no_log(settings, services, json_log):
     port = free_port()  # nothing listens there: every request to the engine fails
     address = f"127.0.0.1:{port}"
     engine_url = f"http://user:{SECRET}@{address}/v1"
@@ -349,7 +336,7 @@ def test_credentials_in_urls_reach_no_caller_and_no_log(settings, services, serv
                 seen.append(response.text)
     for text in seen:
         assert SECRET not in text and address not in text and "user:" not in text
-    log = server_log.getvalue()
+    log = json_log.getvalue()
     assert "llm_unavailable" in log or "request failed" in log  # the failures were logged ...
     assert SECRET not in log  # ... without the credentials
 

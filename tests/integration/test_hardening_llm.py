@@ -32,7 +32,7 @@ from backend.app import create_app
 from tests.fakes.misbehaviour import wait_closed
 from tests.fakes.ollama_server import FakeModel, FakeOllama
 from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
-from tests.fakes.threaded_server import ThreadedServer
+from tests.fakes.threaded_server import AppServer
 
 SPACE = "ops"
 ASK = {"q": "When do backups run?", "space_id": SPACE}
@@ -44,19 +44,6 @@ NO_DEADLINE_S = 120.0  # elsewhere: far beyond anything a test waits for
 CLOSE_WAIT_S = 5.0  # how long the engine may take to see its request closed
 HUGE = 100 * 1024 * 1024  # the unterminated event of the attack
 SECRET = "s3cr3t-token-0123"
-
-
-class BackendServer(ThreadedServer):
-    """The app over real HTTP; its lifespan is run by the TestClient that indexes the documents."""
-
-    name = "rag-backend"
-
-    def __init__(self, asgi_app) -> None:
-        super().__init__()
-        self.asgi_app = asgi_app
-
-    def app(self):
-        return self.asgi_app
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +82,7 @@ def backend(settings, services, name: str, url: str, answer_timeout_s: float = N
     with TestClient(app) as client:
         indexed = client.post("/documents", data={"space_id": SPACE}, files={"file": ("notes.md", NOTES)})
         assert indexed.status_code in (200, 201), indexed.text  # 200: already indexed by an earlier app
-        with BackendServer(app) as server:
+        with AppServer(app) as server:
             yield server.url
 
 

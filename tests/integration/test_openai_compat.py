@@ -12,7 +12,7 @@ from backend.errors import LLMBadResponse, LLMTimeout, LLMUnavailable
 from backend.rag import SYSTEM_PROMPT
 from backend.settings import Settings
 from tests.docs_factory import make_pdf
-from tests.fakes.threaded_server import ThreadedServer
+from tests.fakes.threaded_server import AppServer
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 OPS_KEY = "ops-key-0123456789abcdef"
@@ -26,19 +26,6 @@ def settings(tmp_path, model_cache) -> Settings:
         _env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache, chunk_tokens=128, chunk_overlap=24,
         api_keys=f"{ADMIN_KEY}=*, {OPS_KEY}=ops, {HR_KEY}=hr",
     )
-
-
-class BackendServer(ThreadedServer):
-    """The app over real HTTP; its lifespan is run by the TestClient that indexes the documents."""
-
-    name = "rag-backend"
-
-    def __init__(self, asgi_app) -> None:
-        super().__init__()
-        self.asgi_app = asgi_app
-
-    def app(self):
-        return self.asgi_app
 
 
 @pytest.fixture
@@ -56,7 +43,7 @@ def backend(settings, services, fake_llm):
         ]:
             response = client.post("/documents", data={"space_id": space}, files={"file": (name, body)}, headers=admin)
             assert response.status_code == 201, response.text
-        with BackendServer(app) as server:
+        with AppServer(app) as server:
             yield server.url
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import pytest
 from pydantic import SecretStr
@@ -12,7 +10,6 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
-from backend.observability.logs import configure_logging
 from tests.docs_factory import make_pdf
 from tests.integration.test_ask_api import sse_events
 
@@ -136,17 +133,6 @@ def test_metrics_need_a_key_for_all_spaces_and_probes_need_none(keyed_settings, 
         forbidden = client.get("/metrics", headers={"Authorization": f"Bearer {TEAM_KEY}"})
         assert forbidden.status_code == 403 and forbidden.json()["error"]["type"] == "forbidden"
         assert client.get("/metrics", headers={"Authorization": f"Bearer {STAR_KEY}"}).status_code == 200
-
-
-@pytest.fixture
-def json_log():
-    """The server's JSON logging into a buffer; the test process's logging restored afterwards."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    buffer = io.StringIO()
-    configure_logging("info", "json", stream=buffer)
-    yield buffer
-    root.handlers[:], root.level = saved
 
 
 def test_request_ids_and_json_logs_without_text_or_keys(keyed_settings, services, fake_llm, json_log):
