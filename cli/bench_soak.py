@@ -37,6 +37,7 @@ DEFAULT_INGEST_SPACE = "soak-ingest"
 DEFAULT_OUT_DIR = Path("benchmarks/out/soak")
 METRICS_TIMEOUT_S = 10.0
 UPLOAD_TIMEOUT_S = 600.0
+RETRY_AFTER_CAP_S = 5.0  # the longest a 429's Retry-After is waited at once
 MB = 1024 * 1024
 RSS_METRIC = "process_resident_memory_bytes"
 INGEST_SUFFIXES = {".md", ".markdown", ".txt", ".pdf", ".html", ".htm", ".docx"}
@@ -211,15 +212,26 @@ async def _store_points(client: httpx.AsyncClient, target: Target) -> int | None
     return points if isinstance(points, int) else None
 
 
-async def _upload(client: httpx.AsyncClient, target: Target, space: str, path: str, data: bytes) -> tuple[str, dict]:
-    """("<status> <ingest status or error type>", body) of one `POST /documents`."""
-    try:
-        response = await client.post(
-            f"{target.url}/documents", data={"space_id": space, "path": path}, files={"file": (Path(path).name, data)},
-            headers=target.headers, timeout=UPLOAD_TIMEOUT_S,
-        )
-    except httpx.HTTPError as exc:
-        return bench_load._exception_type(exc), {}
+async def _upload(
+    client: httpx.AsyncClient, target: Target, space: str, path: str, data: bytes, throttled: Counter | None = None
+) -> tuple[str, dict]:
+    """("<status> <ingest status or error type>", body) of one `POST /documents`. A 429 (the space already has
+    INGEST_MAX_PER_SPACE uploads in flight) is retried after its Retry-After, as a well-behaved client does, until
+    UPLOAD_TIMEOUT_S; each such wait is counted in `throttled`."""
+    deadline = time.monotonic() + UPLOAD_TIMEOUT_S
+    while True:
+        try:
+            response = await client.post(
+                f"{target.url}/documents", data={"space_id": space, "path": path}, files={"file": (Path(path).name, data)},
+                headers=target.headers, timeout=UPLOAD_TIMEOUT_S,
+            )
+        except httpx.HTTPError as exc:
+            return bench_load._exception_type(exc), {}
+        if response.status_code != 429 or time.monotonic() >= deadline:
+            break
+        if throttled is not None:
+            throttled["429"] += 1
+        await asyncio.sleep(min(_retry_after(response), RETRY_AFTER_CAP_S))
     if response.status_code in bench_load.AUTH_STATUSES:
         raise bench_load.auth_rejected(target, response.status_code, response.content)
     try:
@@ -228,6 +240,13 @@ async def _upload(client: httpx.AsyncClient, target: Target, space: str, path: s
         body = {}
     kind = body.get("status") if response.is_success else (body.get("error") or {}).get("type")
     return f"{response.status_code} {kind or 'unknown'}", body
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(float(response.headers.get("retry-after", "1")), 0.1)
+    except ValueError:
+        return 1.0
 
 
 async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, files: list[tuple[str, bytes]], clients: int, space: str) -> dict:
@@ -247,9 +266,10 @@ async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, fil
         else:
             errors[f"single: {status}"] += 1
     points_before = await _store_points(client, target)
+    throttled: Counter = Counter()
 
     async def one_client() -> list[str]:
-        return [(await _upload(client, target, space, path, data))[0] for path, data in files]
+        return [(await _upload(client, target, space, path, data, throttled))[0] for path, data in files]
 
     started = time.perf_counter()
     statuses = Counter(s for per_client in await asyncio.gather(*(one_client() for _ in range(clients))) for s in per_client)
@@ -271,6 +291,7 @@ async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, fil
         "uploads": sum(statuses.values()),
         "wall_s": round(wall, 3),
         "statuses": dict(sorted(statuses.items())),
+        "throttled_retries": throttled["429"],  # 429 ingest_busy answers waited out (INGEST_MAX_PER_SPACE)
         "errors": dict(errors),
         "listed_documents": len(listed),
         "duplicates": sum(n - 1 for n in per_path.values() if n > 1),

@@ -137,6 +137,7 @@ def test_soak_64_streams_stay_correct_and_flat(backend, tmp_path):
     assert set(ingest["statuses"]) <= {"201 added", "201 replaced", "200 unchanged"}
     assert ingest["statuses"]["201 added"] == 3  # one commit per path; the others found it done
     assert ingest["store_points_added"] == ingest["store_points_expected"] > 0
+    assert ingest["throttled_retries"] > 0  # 8 clients into one space, INGEST_MAX_PER_SPACE=2: 429s, waited out
     for space in ("soak-ingest", "soak-ingest-single"):  # the scratch spaces are left empty
         listed = httpx.get(f"{url}/documents", params={"space_id": space}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert listed.json()["documents"] == []
