@@ -243,6 +243,7 @@ class RagService:
                 "heading": hit.get("heading"),
                 "score": hit["score"],
                 "dense_score": hit.get("dense_score"),
+                "cross_score": hit.get("cross_score"),
                 "text": hit["text"],
             }
             for n, hit in ((i + 1, relevant[i]) for i in budget.kept)

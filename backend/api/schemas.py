@@ -78,6 +78,7 @@ class AskSource(BaseModel):
     heading: str | None = None
     score: float
     dense_score: float | None = None
+    cross_score: float | None = Field(None, description="The cross-language model's cosine, for a cross-language question.")
     text: str
     cited: bool = Field(description="Whether the answer cites this source.")
 

@@ -265,6 +265,9 @@ def test_ask_passes_a_cross_language_answer_under_e5s_floor_and_still_rejects_of
             body = client.post("/ask", json={"q": GATE_QUESTION, "space_id": "corpus", "top_k": 5}).json()
             assert body["grounded"] is True, body
             assert any(GATE_PASSAGE in s["text"] for s in body["sources"])
+            # /ask's sources carry the score the gate looked at, as /search does
+            gate_source = next(s for s in body["sources"] if GATE_PASSAGE in s["text"])
+            assert gate_source["cross_score"] is not None and gate_source["cross_score"] >= use_floor
             assert len(fake_llm.calls) == 1 and GATE_PASSAGE in fake_llm.calls[0][-1]["content"]
 
             off = client.post("/ask", json={"q": OFF_TOPIC, "space_id": "corpus", "top_k": 5}).json()
