@@ -177,6 +177,20 @@ def docx_encrypted() -> bytes:
     return header + fat_sector + directory + body
 
 
+def _assemble_pdf(objects: list[bytes]) -> bytes:
+    """A PDF file of these object bodies (numbered from 1, the first the catalog), with its xref table."""
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
 def pdf_inflating(text_mb: int) -> bytes:
     """A one-page PDF whose Flate content stream inflates to about `text_mb` MB of text-showing operators
     (a few hundred KB on disk): pypdf extracts every character of it."""
@@ -193,16 +207,7 @@ def pdf_inflating(text_mb: int) -> bytes:
         b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return _assemble_pdf(objects)
 
 
 def pdf_repeated_form(text_kb: int, times: int) -> bytes:
@@ -224,13 +229,4 @@ def pdf_repeated_form(text_kb: int, times: int) -> bytes:
         b"<< /Type /XObject /Subtype /Form /BBox [0 0 612 842] /Resources << /Font << /F1 5 0 R >> >> "
         b"/Length %d /Filter /FlateDecode >>\nstream\n" % len(form_stream) + form_stream + b"\nendstream",
     ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return _assemble_pdf(objects)
