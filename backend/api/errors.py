@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api.request_guard import error_body
+from backend.api.request_guard import send_error
 from backend.auth import GRANT_SCOPE_KEY, is_operator
 from backend.errors import AppError
 from backend.observability.metrics import record_error
@@ -116,13 +116,7 @@ class ErrorBarrier:
                 raise  # part of a response went out: only closing the connection can tell the client
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             error = _Internal(f"unexpected {type(exc).__name__}; see the server log (by the response's X-Request-ID)")
-            record_error(scope, error.error_type)
-            body = json.dumps(error_body(scope["path"], error)).encode()
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ]})
-            await send({"type": "http.response.body", "body": body})
+            await send_error(scope, send, error)
 
 
 def _is_json(start: dict) -> bool:

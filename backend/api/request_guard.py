@@ -69,7 +69,7 @@ class RequestGuard:
                 grant = keys.authenticate(headers.get(b"authorization", b"").decode("latin-1") or None)
             except Unauthorized as exc:
                 if not is_open(method, path):
-                    return await _refuse(scope, send, exc, close=may_have_body)
+                    return await send_error(scope, send, exc, close=may_have_body)
                 grant = None  # an anonymous probe: served, without operator diagnostics
         else:
             grant = OPEN
@@ -80,7 +80,7 @@ class RequestGuard:
         allowed = limit + (MULTIPART_ALLOWANCE if upload else 0)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > allowed:
-            return await _refuse(scope, send, _too_large(upload, limit), close=True)
+            return await send_error(scope, send, _too_large(upload, limit), close=True)
         if not may_have_body:
             return await self.app(scope, receive, send)
 
@@ -106,7 +106,7 @@ class RequestGuard:
                 # The framework turned the aborted read into an error response of its own: ours goes instead, once.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _refuse(scope, send, _too_large(upload, limit), close=True)
+                    await send_error(scope, send, _too_large(upload, limit), close=True)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -116,7 +116,7 @@ class RequestGuard:
             await self.app(scope, counting_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
-                await _refuse(scope, send, _too_large(upload, limit), close=True)
+                await send_error(scope, send, _too_large(upload, limit), close=True)
 
 
 def _headers(scope) -> dict[bytes, bytes]:
@@ -140,7 +140,9 @@ def error_body(path: str, exc: AppError) -> dict:
     return exc.to_dict()
 
 
-async def _refuse(scope, send, exc: AppError, close: bool) -> None:
+async def send_error(scope, send, exc: AppError, close: bool = False) -> None:
+    """Answer `exc` as the JSON error of the path's API, straight on the ASGI channel (counted in the metrics);
+    `close`: tell the client the connection ends (a body it may still send is not read)."""
     record_error(scope, exc.error_type)
     body = json.dumps(error_body(scope["path"], exc)).encode()
     headers = [
