@@ -109,3 +109,12 @@ def json_log():
     configure_logging("info", "json", stream=buffer)
     yield buffer
     root.handlers[:], root.level = saved
+
+
+@pytest.fixture
+def minilm_cli_env(tmp_path, model_cache, monkeypatch):
+    """The environment a CLI run in this process reads: a throwaway DATA_DIR, the session's model cache, and
+    the small English model (the CLIs read settings from the environment, as users run them)."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("EMBED_MODEL", MINILM)

@@ -11,11 +11,7 @@ from cli import eval as eval_cli
 CODES = ["E1174", "E2291", "E3408", "E4517"]
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, model_cache, monkeypatch):
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MODEL_CACHE_DIR", str(model_cache))
-    monkeypatch.setenv("EMBED_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+pytestmark = pytest.mark.usefixtures("minilm_cli_env")
 
 
 @pytest.fixture

@@ -9,11 +9,7 @@ import pytest
 from cli import eval as eval_cli
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, model_cache, monkeypatch):
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MODEL_CACHE_DIR", str(model_cache))
-    monkeypatch.setenv("EMBED_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+pytestmark = pytest.mark.usefixtures("minilm_cli_env")
 
 
 @pytest.fixture
