@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from backend import __version__
 from backend.api.request_guard import RequestGuard
 from backend.auth import ApiKeys
-from backend.api import ask, documents, health, jobs, search, spaces
+from backend.api.routes import ask, documents, health, jobs, search, spaces
 from backend.api import openai_compat
-from backend.api.console import install_console
+from backend.api.routes.console import install_console
 from backend.api.errors import ErrorBarrier, install_error_handlers
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.llm.base import LLMClient

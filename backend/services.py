@@ -10,7 +10,7 @@ from backend.errors import StorageFull
 from backend.ingest.chunking import Chunker
 from backend.ingest.isolation import ParseLimits, ParsePool
 from backend.ingest.pipeline import IngestPipeline
-from backend.retrieval.documents import DocumentIndex
+from backend.retrieval.index import DocumentIndex
 from backend.retrieval.embedder import Embedder, create_embedder
 from backend.retrieval.query_batching import QueryBatcher
 from backend.retrieval.rerank import Reranker, create_reranker

@@ -79,7 +79,7 @@ def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, see
     every term then sits in n / len(texts) points, far longer posting lists than real text has, so the
     sparse half of a hybrid query is measured at its worst.
     """
-    from backend.retrieval.documents import make_point_id
+    from backend.domain import make_point_id
     from backend.retrieval.store import PointRecord
 
     rng = np.random.default_rng(seed)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from backend.errors import EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, StoreLocked, exit_code_for
 from backend.ingest.pipeline import IngestResult, iter_folder
 from backend.api.request_guard import MULTIPART_ALLOWANCE
-from backend.retrieval.documents import normalize_doc_path, validate_space
+from backend.domain import normalize_doc_path, validate_space
 from backend.settings import Settings, load_settings
 from cli.backend_client import BackendClient, JobRefused, UploadCut, auth_headers, discover_backend_url
 

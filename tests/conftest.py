@@ -78,7 +78,7 @@ def services(settings, embedder):
 
 @pytest.fixture
 def fake_llm():
-    from tests.fakes.fake_llm import FakeLLM
+    from tests.support.fake_llm import FakeLLM
 
     return FakeLLM()
 

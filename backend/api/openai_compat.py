@@ -36,7 +36,7 @@ from backend.auth import Grant
 from backend.errors import AppError, LLMError, SpaceNotFound
 from backend.observability.metrics import Metrics, record_error
 from backend.rag import CITATION, MAX_TOP_K, AskRequest, RagService
-from backend.retrieval.documents import SPACE_PATTERN, STAGING_PREFIX
+from backend.domain import SPACE_PATTERN, STAGING_PREFIX
 from backend.retrieval.store import Filter
 from backend.llm.base import StreamEnd, TokenDelta
 

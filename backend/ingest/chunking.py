@@ -10,9 +10,9 @@ exact substring of its section, so what is shown to users is what was embedded (
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
+from backend.domain import Chunk
 from backend.errors import DocumentTooLarge
 from backend.ingest.parsers import Section
 
@@ -38,22 +38,6 @@ class Tokenizer(Protocol):
     def encode(self, sequence: str, add_special_tokens: bool = ...): ...
 
     def encode_batch(self, inputs: list[str], add_special_tokens: bool = ...): ...
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One piece of a document, sized for the embedder."""
-
-    chunk_index: int
-    text: str
-    page: int | None
-    heading: str | None
-    token_count: int
-
-    @property
-    def embed_text(self) -> str:
-        """The text that is embedded: the heading (its context) followed by the chunk."""
-        return f"{self.heading}\n\n{self.text}" if self.heading else self.text
 
 
 class Chunker:

@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass
 
 from backend.errors import AppError, CorruptDocument, DocumentTooLarge, EmptyDocument, ParseTimeout
-from backend.ingest.chunking import Chunk, Chunker
+from backend.domain import Chunk
+from backend.ingest.chunking import Chunker
 from backend.ingest.parsers import DEFAULT_EXTRACT_LIMIT, parse_document
 
 log = logging.getLogger(__name__)

@@ -20,10 +20,12 @@ from typing import Callable, Iterable, Iterator
 
 from backend.errors import AppError, DocumentError, FileTooLarge, UnsupportedFileType
 from backend.ingest.admission import SpaceSlots
-from backend.ingest.chunking import Chunk, Chunker
+from backend.domain import Chunk
+from backend.ingest.chunking import Chunker
 from backend.ingest.isolation import InlineParsing, ParsePool
 from backend.ingest.parsers import parser_for
-from backend.retrieval.documents import DocumentIndex, make_doc_id, normalize_doc_path, validate_space
+from backend.domain import make_doc_id, normalize_doc_path, validate_space
+from backend.retrieval.index import DocumentIndex
 from backend.retrieval.embedder import Embedder
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from backend.errors import InvalidRequest, SpaceNotFound
-from backend.retrieval.documents import DocumentIndex, validate_space
+from backend.domain import validate_space
+from backend.retrieval.index import DocumentIndex
 from backend.retrieval.embedder import Embedder
 from backend.retrieval.fusion import weighted_dbsf
 from backend.retrieval.languages import LanguageMixCache, split_languages, wants_cross

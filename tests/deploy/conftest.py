@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from tests.tools import find_tool, venv_bin
+from tests.support.tools import find_tool, venv_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 OLLAMA_STACK = ("docker-compose.yml",)

@@ -16,7 +16,7 @@ import pytest
 
 from cli.local_backend import ROOT, free_port, start_backend, stop_backend
 from tests.deploy.conftest import read_env_file
-from tests.fakes.ollama_server import FakeOllama
+from tests.support.ollama_server import FakeOllama
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ import yaml
 
 from tests.deploy.conftest import ROOT, render
 from tests.deploy.test_vllm_args import FLAGS, parse_with_vllm, vllm_python  # noqa: F401 (fixture)
-from tests.tools import find_tool, venv_bin
+from tests.support.tools import find_tool, venv_bin
 
 K8S = ROOT / "k8s"
 OVERLAYS = ["single-gpu", "multi-gpu"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs_factory import make_docx, make_html, make_pdf
+from tests.support.docs_factory import make_docx, make_html, make_pdf
 
 
 def upload(client, name: str, data: bytes, space="team", path=None):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from backend.errors import LLMBadResponse, LLMModelNotFound, LLMTimeout, LLMUnavailable
-from tests.docs_factory import make_pdf
+from tests.support.docs_factory import make_pdf
 
 
 @pytest.fixture

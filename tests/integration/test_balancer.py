@@ -34,8 +34,8 @@ from backend.errors import LLMBadResponse
 from backend.llm.base import TokenDelta
 from backend.llm.vllm import VllmClient
 from cli.local_backend import free_port, stop_backend
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
-from tests.tools import find_tool
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {"compose": ROOT / "compose/lb/nginx.conf", "k8s-router": ROOT / "k8s/base/router/nginx.conf"}

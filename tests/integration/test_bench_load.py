@@ -1,7 +1,7 @@
 """The load benchmarks (`python -m cli.bench ask | ab | raw`) against real backend processes.
 
 Two backends (`python -m backend`) serve one small indexed space: one answers with Ollama, the other with
-vLLM; fixed-latency stand-ins play the engines (tests/fakes: Ollama's API, and vLLM's OpenAI API, which
+vLLM; fixed-latency stand-ins play the engines (tests/support: Ollama's API, and vLLM's OpenAI API, which
 `raw` also drives directly). Both have API keys (a '*' key on one, a key for the space on the other), so
 the benchmarks send them. Only the reports' structure is checked, never figures.
 """
@@ -18,8 +18,8 @@ import pytest
 
 from cli import bench, bench_load
 from cli.local_backend import free_port, start_backend, stop_backend
-from tests.fakes.ollama_server import FakeModel, FakeOllama
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.ollama_server import FakeModel, FakeOllama
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = "docs"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cli.local_backend import start_backend, stop_backend
-from tests.docs_factory import make_pdf
+from tests.support.docs_factory import make_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 

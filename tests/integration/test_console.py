@@ -2,7 +2,7 @@
 
 A real backend process (`python -m backend`: the default embedder, the embedded Qdrant Edge store, API keys
 on) answers with `LLM_BACKEND=vllm`, its real VllmClient pointed at the stand-in of vLLM's OpenAI API
-(tests/fakes/openai_server.py) streaming a 30-token answer that cites [1], 80 ms per token: slow enough to
+(tests/support/openai_server.py) streaming a 30-token answer that cites [1], 80 ms per token: slow enough to
 look at the console while the answer arrives. The browser is Debian's chromium (`make browser` installs it;
 Playwright's own browser downloads are not used): when it is missing this module fails and says so, unless
 `CONSOLE_TEST=skip` asks to skip it. Screenshots go to test-artifacts/console/ (kept, git-ignored).
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from cli.local_backend import start_backend, stop_backend
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "console"

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.errors import StoreUnavailable
-from backend.retrieval.documents import DocumentIndex
+from backend.retrieval.index import DocumentIndex
 from backend.retrieval.edge_store import EdgeStore
 from backend.retrieval.sparse import Bm25Encoder
 from backend.retrieval.store import Filter, SearchQuery

@@ -1,6 +1,6 @@
 """Faults, through the real app, the real store and model, and the real engine clients.
 
-The engines are the stand-ins that speak vLLM's OpenAI API and Ollama's API (tests/fakes), switched into
+The engines are the stand-ins that speak vLLM's OpenAI API and Ollama's API (tests/support), switched into
 each failure: down, model missing, slow before the first token, stalled mid-answer, 5xx, an error
 mid-answer, a connection cut mid-answer. The store faults are a Qdrant server that stops answering (the
 server adapter's client re-pointed at a closed port) and a full disk under the embedded store (a tmpfs
@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend.app import create_app
 from backend.services import build_services
 from tests.conftest import server_store_or_none
-from tests.fakes.ollama_server import FakeModel, FakeOllama
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.ollama_server import FakeModel, FakeOllama
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
 from tests.integration.test_ask_api import sse_events
 
 SPACE = "ops"

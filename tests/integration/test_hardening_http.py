@@ -29,11 +29,11 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.errors import LLMUnavailable, StoreUnavailable
-from backend.retrieval.documents import make_doc_id
+from backend.domain import make_doc_id
 from backend.settings import Settings
 from cli.local_backend import free_port
-from tests.fakes.fake_llm import FakeLLM
-from tests.fakes.threaded_server import ThreadedServer
+from tests.support.fake_llm import FakeLLM
+from tests.support.threaded_server import ThreadedServer
 
 TEAM_KEY = "team-key-0123456789abcdef"
 OPS_KEY = "ops-key-0123456789abcdef"

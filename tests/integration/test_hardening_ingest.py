@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from backend.settings import Settings
-from tests import docs_factory as df
+from tests.support import docs_factory as df
 from tests.integration.test_api import assert_error, upload
 from tests.integration.test_jobs import submit, wait_for
 
@@ -171,7 +171,7 @@ from backend.app import create_app
 from backend.retrieval.embedder import OnnxEmbedder
 from backend.services import build_services
 from backend.settings import Settings
-from tests.fakes.fake_llm import FakeLLM
+from tests.support.fake_llm import FakeLLM
 
 data_dir, model_cache, *uploads = sys.argv[1:]
 settings = Settings(_env_file=None, data_dir=data_dir, MODEL_CACHE_DIR=model_cache)  # the default budgets

@@ -2,7 +2,7 @@
 the backend's liveness, and its URL must stay out of what tenants see.
 
 The real app over real HTTP (uvicorn in a thread: disconnects are a matter of the wire), the real store and
-embedder, the real engine clients; the engines are the stand-ins of tests/fakes switched into each
+embedder, the real engine clients; the engines are the stand-ins of tests/support switched into each
 misbehaviour, and they record what became of every stream (bytes sent, when it was closed).
 
 - 6: a stream that never ends and a first token that never comes are cut at ANSWER_TIMEOUT_S (504
@@ -29,10 +29,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from tests.fakes.misbehaviour import wait_closed
-from tests.fakes.ollama_server import FakeModel, FakeOllama
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
-from tests.fakes.threaded_server import AppServer
+from tests.support.misbehaviour import wait_closed
+from tests.support.ollama_server import FakeModel, FakeOllama
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.threaded_server import AppServer
 
 SPACE = "ops"
 ASK = {"q": "When do backups run?", "space_id": SPACE}

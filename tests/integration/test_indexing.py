@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import DocumentNotFound, StoreUnavailable
-from backend.retrieval.documents import STAGING_PREFIX
+from backend.domain import STAGING_PREFIX
 from backend.retrieval.store import Filter
 from backend.services import build_services
 from tests.conftest import server_store_or_none
-from tests.docs_factory import make_pdf
+from tests.support.docs_factory import make_pdf
 
 LONG = " ".join(f"Paragraph {i}: the appliance stores chunk {i} of the handbook with its page number." for i in range(80))
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.docs_factory import make_docx, make_pdf
+from tests.support.docs_factory import make_docx, make_pdf
 from tests.integration.test_api import assert_error
 
 KEY_TEAM = "team-key-0123456789abcdef"

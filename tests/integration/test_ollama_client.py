@@ -1,4 +1,4 @@
-"""The Ollama client against a server speaking Ollama's documented HTTP API (`tests/fakes/ollama_server.py`).
+"""The Ollama client against a server speaking Ollama's documented HTTP API (`tests/support/ollama_server.py`).
 
 The real Ollama daemon is not run here (no binary, no model downloads on the CI machines; see
 docs/answering.md): these tests check what the client sends and how it reads and translates what Ollama's
@@ -18,7 +18,7 @@ from backend.llm.base import RETRY_ATTEMPTS, RETRY_BACKOFF_S, StreamEnd, TokenDe
 from backend.llm.ollama import OllamaClient
 from backend.settings import Settings
 from cli.local_backend import free_port
-from tests.fakes.ollama_server import FakeModel, FakeOllama
+from tests.support.ollama_server import FakeModel, FakeOllama
 
 MODEL = "llama3.1:8b"
 MESSAGES = [

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from backend.errors import LLMBadResponse, LLMTimeout, LLMUnavailable
 from backend.rag import SYSTEM_PROMPT
 from backend.settings import Settings
-from tests.docs_factory import make_pdf
-from tests.fakes.threaded_server import AppServer
+from tests.support.docs_factory import make_pdf
+from tests.support.threaded_server import AppServer
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 OPS_KEY = "ops-key-0123456789abcdef"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
-from tests.docs_factory import make_pdf
+from tests.support.docs_factory import make_pdf
 from tests.integration.test_ask_api import sse_events
 
 SPACE = "ops"

@@ -1,6 +1,6 @@
 """Graceful shutdown of a real backend process (`python -m backend`) on SIGTERM, while an answer streams.
 
-The engine is the fixed-latency stand-in of vLLM's OpenAI API (tests/fakes/openai_server.py), slow on
+The engine is the fixed-latency stand-in of vLLM's OpenAI API (tests/support/openai_server.py), slow on
 purpose: 40 tokens at 50 ms (a 2 s answer) for the stream that must finish, 200 tokens at 50 ms (10 s) for
 the one that SHUTDOWN_TIMEOUT_S=1 must cut. The store is the embedded Qdrant Edge, on disk under DATA_DIR.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from cli.ask import iter_sse
 from cli.local_backend import start_backend, stop_backend
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = "docs"

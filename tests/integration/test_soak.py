@@ -1,7 +1,7 @@
 """The soak run (`python -m cli.bench soak`) against a real backend process, with API keys on.
 
 The backend (`python -m backend`: real embedder, embedded Qdrant Edge store, API_KEYS set) answers with
-`LLM_BACKEND=vllm` pointed at the fixed-latency stand-in of vLLM's OpenAI API (tests/fakes/openai_server.py):
+`LLM_BACKEND=vllm` pointed at the fixed-latency stand-in of vLLM's OpenAI API (tests/support/openai_server.py):
 50 ms to the first token, then 5 ms per token, 20 tokens. So the run measures the backend's own overhead and
 stability under 64 concurrent streams, not a model.
 
@@ -21,7 +21,7 @@ import pytest
 from cli import bench, bench_load
 from cli.bench_soak import rss_from_metrics, slope_mb_per_min
 from cli.local_backend import start_backend, stop_backend
-from tests.fakes.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.openai_server import FakeChatModel, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = "docs"

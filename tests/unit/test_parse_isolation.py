@@ -9,7 +9,7 @@ import pytest
 from backend.errors import CorruptDocument, DocumentTooLarge, ParseTimeout
 from backend.ingest.chunking import Chunker
 from backend.ingest.isolation import InlineParsing, ParseLimits, ParsePool
-from tests import docs_factory as df
+from tests.support import docs_factory as df
 
 MB = 1024 * 1024
 

@@ -6,7 +6,7 @@ import pytest
 
 from backend.errors import CorruptDocument, EmptyDocument, UnsupportedFileType
 from backend.ingest.parsers import PARSERS, parse_document, parser_for
-from tests.docs_factory import make_docx, make_html, make_markdown, make_pdf
+from tests.support.docs_factory import make_docx, make_html, make_markdown, make_pdf
 
 MARKER = "Zebrafish telemetry uses port 7341"
 
@@ -114,7 +114,7 @@ import io  # noqa: E402
 import zipfile  # noqa: E402
 
 from backend.errors import DocumentTooLarge  # noqa: E402
-from tests import docs_factory as df  # noqa: E402
+from tests.support import docs_factory as df  # noqa: E402
 
 
 @pytest.mark.parametrize(

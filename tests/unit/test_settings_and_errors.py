@@ -14,7 +14,7 @@ from backend.errors import (
     StoreLocked,
     exit_code_for,
 )
-from backend.retrieval.documents import normalize_doc_path, validate_space
+from backend.domain import normalize_doc_path, validate_space
 from backend.settings import load_settings
 
 

@@ -19,72 +19,21 @@ belongs to the current version and their number equals the recorded chunk count.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
-import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import PurePosixPath
 from typing import Sequence
 
 import numpy as np
 
-from backend.errors import DocumentNotFound, InvalidRequest, InvalidSpace, StoreUnavailable
-from backend.ingest.chunking import Chunk
+from backend.errors import DocumentNotFound, StoreUnavailable
+from backend.domain import STAGING_PREFIX, Chunk, DocumentInfo, make_doc_id, make_point_id
 from backend.retrieval.sparse import SparseEncoder, chunk_language
 from backend.retrieval.store import Filter, Hit, PointRecord, SearchQuery, VectorStore
 
-STAGING_PREFIX = "~staging:"
 # Bump when a parser change alters extracted text, so documents are re-indexed.
 PARSER_VERSION = "1"
-SPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_PATH_CHARS = 512
 LISTING_FIELDS = ["doc_id", "space_id", "path", "chunk_count", "content_hash", "size_bytes", "indexed_at", "version"]
-
-
-def validate_space(space_id: str) -> str:
-    """Space ids are 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit."""
-    # fullmatch: `$` alone would also accept one trailing newline ("team\n" is another space than "team").
-    if not isinstance(space_id, str) or not SPACE_PATTERN.fullmatch(space_id):
-        raise InvalidSpace(
-            f"invalid space_id {space_id!r}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
-        )
-    return space_id
-
-
-def normalize_doc_path(path: str) -> str:
-    """A document's logical path (its identity within a space and what users see), never opened as a file."""
-    if not path or len(path) > MAX_PATH_CHARS or any(ord(ch) < 32 for ch in path):
-        raise InvalidRequest(f"invalid document path {path[:80]!r}: 1-{MAX_PATH_CHARS} printable characters")
-    if any("\ud800" <= ch <= "\udfff" for ch in path):
-        # A lone surrogate (a file name that is not UTF-8, read with surrogateescape) cannot be stored or hashed.
-        raise InvalidRequest(f"invalid document path {path[:80]!r}: not valid UTF-8; rename the file")
-    parts = [p for p in PurePosixPath(path.replace("\\", "/")).parts if p not in ("/", ".", "")]
-    if not parts or ".." in parts:
-        raise InvalidRequest(f"invalid document path {path!r}: no '..' and not empty")
-    return "/".join(parts)
-
-
-def make_doc_id(space_id: str, path: str) -> str:
-    return hashlib.sha256(f"{space_id}\x1f{path}".encode()).hexdigest()[:16]
-
-
-def make_point_id(space_id: str, path: str, version: str, chunk_index: int) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{space_id}\x1f{path}\x1f{version}\x1f{chunk_index}"))
-
-
-@dataclass(frozen=True)
-class DocumentInfo:
-    """One indexed document, as listed by GET /documents."""
-
-    doc_id: str
-    space_id: str
-    path: str
-    chunks: int
-    hash: str
-    size_bytes: int
-    indexed_at: str
 
 
 class DocumentIndex:

@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
-from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
+from tests.support.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
+from tests.support.threaded_server import DeliberateCut, ThreadedServer
 
 FAKE_VERSION = "0.6.5"
 NDJSON = "application/x-ndjson"

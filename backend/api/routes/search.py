@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from backend.api.deps import GrantDep, MetricsDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES, SearchResponse
-from backend.retrieval.documents import validate_space
+from backend.domain import validate_space
 
 router = APIRouter(tags=["search"])
 

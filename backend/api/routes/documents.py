@@ -19,7 +19,7 @@ from backend.disk_space import ensure_free_space
 from backend.errors import AppError, DocumentNotFound, FileTooLarge, IngestBusy, InvalidRequest, UnsupportedFileType
 from backend.ingest.jobs import MAX_JOB_FILES
 from backend.observability.metrics import Metrics
-from backend.retrieval.documents import DocumentInfo, normalize_doc_path, validate_space
+from backend.domain import DocumentInfo, normalize_doc_path, validate_space
 from backend.services import Services
 
 router = APIRouter(tags=["documents"])

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from backend.errors import NotFound
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
 # The only files served (a fixed list: no path from the URL ever reaches the file system).
 FILES = {

@@ -25,7 +25,7 @@ from backend.api.schemas import ERROR_RESPONSES, AskOut
 from backend.errors import AppError
 from backend.observability.metrics import Metrics
 from backend.rag import AskRequest
-from backend.retrieval.documents import validate_space
+from backend.domain import validate_space
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ask"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.errors import StoreLocked, StoreUnavailable
-from backend.retrieval.documents import make_point_id
+from backend.domain import make_point_id
 from backend.retrieval.sparse import Bm25Encoder
 from backend.retrieval.store import Filter, PointRecord, SearchQuery
 

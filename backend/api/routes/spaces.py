@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from backend.api.deps import GrantDep, ServicesDep
 from backend.api.schemas import ERROR_RESPONSES
 from backend.errors import SpaceNotFound
-from backend.retrieval.documents import validate_space
+from backend.domain import validate_space
 from backend.retrieval.languages import cross_use
 from backend.services import Services
 

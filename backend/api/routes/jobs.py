@@ -15,12 +15,12 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
 from backend.api.deps import GrantDep, started
-from backend.api.documents import record_ingest
+from backend.api.routes.documents import record_ingest
 from backend.api.schemas import ERROR_RESPONSES, JobList, JobOut
 from backend.ingest.jobs import JobManager
 from backend.ingest.pipeline import IngestResult
 from backend.observability.metrics import Metrics
-from backend.retrieval.documents import validate_space
+from backend.domain import validate_space
 from backend.services import Services
 from backend.settings import Settings
 

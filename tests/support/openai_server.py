@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
-from tests.fakes.threaded_server import DeliberateCut, ThreadedServer
+from tests.support.misbehaviour import ENDLESS_TICK_S, StreamRecord, tracked, unterminated
+from tests.support.threaded_server import DeliberateCut, ThreadedServer
 
 DEFAULT_ANSWER = "The answer is in the documents [1]."
 

@@ -1,0 +1,1 @@
+"""One test per role, run over every implementation of it (stores, embedders, engine clients)."""
