@@ -16,7 +16,8 @@ from backend.retrieval.query_batching import QueryBatcher
 from backend.retrieval.rerank import Reranker, create_reranker
 from backend.retrieval.retriever import RetrievalConfig, Retriever
 from backend.retrieval.sparse import create_sparse_encoder
-from backend.retrieval.store import VectorStore, create_store
+from backend.retrieval.stores.registry import create_store
+from backend.retrieval.stores.base import VectorStore
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)

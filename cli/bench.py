@@ -80,7 +80,7 @@ def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, see
     sparse half of a hybrid query is measured at its worst.
     """
     from backend.domain import make_point_id
-    from backend.retrieval.store import PointRecord
+    from backend.retrieval.stores.base import PointRecord
 
     rng = np.random.default_rng(seed)
     for start in range(0, n, 2048):
@@ -110,7 +110,7 @@ def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, see
 def bench_retrieval(args, settings) -> dict:
     import httpx
 
-    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.stores.edge import EdgeStore
     from backend.retrieval.embedder import create_embedder
 
     from backend.retrieval.sparse import create_sparse_encoder

@@ -40,7 +40,7 @@ from typing import Callable
 
 from backend.errors import EXIT_USAGE, AppError, NotFound, exit_code_for
 from backend.retrieval.retriever import RetrievalConfig
-from backend.retrieval.store import SEARCH_MODES
+from backend.retrieval.stores.base import SEARCH_MODES
 from backend.settings import load_settings
 
 DEFAULT_KS = (1, 3, 5, 10)

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _space(space_id: str):
-    from backend.retrieval.store import Filter
+    from backend.retrieval.stores.base import Filter
 
     return Filter(must={"space_id": space_id})
 

@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.retrieval.edge_store import EdgeStore  # noqa: E402
+from backend.retrieval.stores.edge import EdgeStore  # noqa: E402
 from backend.retrieval.retriever import RetrievalConfig, cross_language_search  # noqa: E402
-from backend.retrieval.store import Filter, PointRecord, SearchQuery, SparseVec  # noqa: E402
+from backend.retrieval.stores.base import Filter, PointRecord, SearchQuery, SparseVec  # noqa: E402
 
 LANGS = ("en", "pl", "ru")
 

@@ -21,7 +21,7 @@ def server_store_or_none(kind: str, tmp_path: Path, dim: int):
         return None
     from qdrant_client import QdrantClient
 
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     return QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", dim, where="local")
 

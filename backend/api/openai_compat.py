@@ -37,7 +37,7 @@ from backend.errors import AppError, LLMError, SpaceNotFound
 from backend.observability.metrics import Metrics, record_error
 from backend.rag import CITATION, MAX_TOP_K, AskRequest, RagService
 from backend.domain import SPACE_PATTERN, STAGING_PREFIX
-from backend.retrieval.store import Filter
+from backend.retrieval.stores.base import Filter
 from backend.llm.base import StreamEnd, TokenDelta
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import math
 from dataclasses import replace
 from typing import Sequence
 
-from backend.retrieval.store import Hit
+from backend.retrieval.stores.base import Hit
 
 # Spread of the scores a list's normalisation covers, in standard deviations either side of the mean.
 DBSF_SIGMAS = 3.0

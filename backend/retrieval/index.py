@@ -29,7 +29,7 @@ import numpy as np
 from backend.errors import DocumentNotFound, StoreUnavailable
 from backend.domain import STAGING_PREFIX, Chunk, DocumentInfo, make_doc_id, make_point_id
 from backend.retrieval.sparse import SparseEncoder, chunk_language
-from backend.retrieval.store import Filter, Hit, PointRecord, SearchQuery, VectorStore
+from backend.retrieval.stores.base import Filter, Hit, PointRecord, SearchQuery, VectorStore
 
 # Bump when a parser change alters extracted text, so documents are re-indexed.
 PARSER_VERSION = "1"

@@ -28,7 +28,7 @@ from backend.retrieval.fusion import weighted_dbsf
 from backend.retrieval.languages import LanguageMixCache, split_languages, wants_cross
 from backend.retrieval.rerank import Reranker
 from backend.retrieval.sparse import SparseEncoder
-from backend.retrieval.store import SEARCH_MODES, Filter, Hit, SearchQuery
+from backend.retrieval.stores.base import SEARCH_MODES, Filter, Hit, SearchQuery
 
 MAX_QUERY_CHARS = 2000
 # Payload keys returned with every result (the embedded text itself is "text").

@@ -33,7 +33,7 @@ from typing import Iterable, Protocol, Sequence
 
 import qdrant_edge as qe
 
-from backend.retrieval.store import SparseVec
+from backend.retrieval.stores.base import SparseVec
 
 # Bump when the analysis changes (documents are then re-indexed: it is part of their version).
 ANALYSIS_VERSION = "2"

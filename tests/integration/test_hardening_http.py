@@ -360,7 +360,7 @@ def test_error_bodies_are_scrubbed_whoever_wrote_them(settings, services):
 
 
 def test_a_qdrant_url_with_credentials_stays_out_of_errors(caplog):
-    from backend.retrieval.qdrant_store import QdrantServerStore
+    from backend.retrieval.stores.qdrant import QdrantServerStore
 
     address = f"127.0.0.1:{free_port()}"
     with caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailable) as failed:

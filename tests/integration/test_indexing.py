@@ -6,7 +6,7 @@ import pytest
 
 from backend.errors import DocumentNotFound, StoreUnavailable
 from backend.domain import STAGING_PREFIX
-from backend.retrieval.store import Filter
+from backend.retrieval.stores.base import Filter
 from backend.services import build_services
 from tests.conftest import server_store_or_none
 from tests.support.docs_factory import make_pdf

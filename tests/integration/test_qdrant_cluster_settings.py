@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from backend.retrieval import qdrant_store
-from backend.retrieval.qdrant_store import QdrantServerStore
-from backend.retrieval.store import Filter, PointRecord, SearchQuery, create_store
+from backend.retrieval.stores import qdrant as qdrant_store
+from backend.retrieval.stores.base import Filter, PointRecord, SearchQuery
+from backend.retrieval.stores.qdrant import QdrantServerStore
+from backend.retrieval.stores.registry import create_store
 from backend.settings import Settings
 
 DIM = 8
@@ -67,7 +68,7 @@ def test_an_existing_collection_is_not_recreated():
 
 
 def test_settings_reach_create_collection_through_the_store_factory(monkeypatch):
-    """Env names as the k8s ConfigMap and compose set them -> Settings -> store.py `_qdrant` -> from_url."""
+    """Env names as the k8s ConfigMap and compose set them -> Settings -> stores/registry.py `_qdrant` -> from_url."""
     clients: list[SpyClient] = []
 
     def make_client(**kwargs):

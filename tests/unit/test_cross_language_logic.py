@@ -7,7 +7,7 @@ import pytest
 
 from backend.retrieval.fusion import weighted_dbsf
 from backend.retrieval.languages import LanguageMixCache, cross_use, split_languages, wants_cross
-from backend.retrieval.store import Hit
+from backend.retrieval.stores.base import Hit
 
 
 def hits(*pairs) -> list[Hit]:

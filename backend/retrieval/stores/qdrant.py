@@ -11,28 +11,30 @@ import logging
 from typing import Any, Iterator, Mapping, Sequence
 
 import httpx
-import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from backend.errors import StoreUnavailable
 from backend.redaction import redact_text, redact_url
-from backend.retrieval.store import (
+from backend.retrieval.stores.base import (
     CROSS_VECTOR,
     DENSE_VECTOR,
-    INTEGER_INDEXES,
-    KEYWORD_INDEXES,
     SPARSE_VECTOR,
     Filter,
     Hit,
     PointRecord,
     SearchQuery,
-    SparseVec,
+)
+from backend.retrieval.stores.qdrant_layout import (
+    QdrantTypes,
+    fusion_plan,
+    payload_indexes,
+    to_hit,
+    upsert_batches,
 )
 
 log = logging.getLogger(__name__)
 
-UPSERT_BATCH = 512
 # Errors of qdrant-client and its transports that mean "the store failed", translated to StoreUnavailable.
 CLIENT_ERRORS = (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, ConnectionError, OSError, TimeoutError)
 
@@ -49,59 +51,30 @@ def _reason(exc: BaseException) -> str:
     return f"unexpected {type(inner).__name__} (details in the server log)"
 
 
-def _condition(key: str, value: str | int) -> models.FieldCondition:
-    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-
-
-def _filter(flt: Filter) -> models.Filter:
-    return models.Filter(
-        must=[_condition(k, v) for k, v in flt.must.items()] or None,
-        must_not=[_condition(k, v) for k, v in flt.must_not.items()] or None,
-    )
-
-
-def _sparse(vec: SparseVec) -> models.SparseVector:
-    return models.SparseVector(indices=list(vec.indices), values=list(vec.values))
-
-
-def _vectors(p: PointRecord) -> dict:
-    vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
-    if p.sparse is not None and p.sparse.indices:
-        vectors[SPARSE_VECTOR] = _sparse(p.sparse)
-    if p.cross is not None:
-        vectors[CROSS_VECTOR] = p.cross.astype(np.float32).tolist()
-    return vectors
-
-
-def _nearest(query: SearchQuery, name: str):
-    if name == SPARSE_VECTOR:
-        return _sparse(query.sparse)
-    return (query.dense if name == DENSE_VECTOR else query.cross).astype(np.float32).tolist()
+CLIENT = QdrantTypes(
+    match=lambda key, value: models.FieldCondition(key=key, match=models.MatchValue(value=value)),
+    filter=lambda must, must_not: models.Filter(must=must, must_not=must_not),
+    sparse=lambda indices, values: models.SparseVector(indices=indices, values=values),
+)
 
 
 def _query_args(query: SearchQuery, flt: Filter, limit: int) -> dict:
     """query_points arguments for a query on one vector, or several fused on the server (prefetch each)."""
-    common = {"query_filter": _filter(flt), "limit": limit, "with_payload": query.with_payload,
+    common = {"query_filter": CLIENT.filter_of(flt), "limit": limit, "with_payload": query.with_payload,
               "with_vectors": [DENSE_VECTOR] if query.with_dense else False}
-    lists = query.lists()
-    if len(lists) == 1:
-        return {**common, "query": _nearest(query, lists[0]), "using": lists[0]}
-    candidates = max(query.candidates, limit)
+    plan = fusion_plan(query, limit)
+    if plan is None:
+        name = query.lists()[0]
+        return {**common, "query": CLIENT.query_vector(query, name), "using": name}
     prefetch = [
-        models.Prefetch(query=_nearest(query, name), using=name, filter=_filter(flt), limit=candidates) for name in lists
+        models.Prefetch(query=CLIENT.query_vector(query, name), using=name, filter=CLIENT.filter_of(flt), limit=plan.candidates)
+        for name in plan.lists
     ]
-    if query.fusion == "rrf":
-        fused = models.RrfQuery(rrf=models.Rrf(k=query.rrf_k, weights=query.rrf_weights()))
+    if plan.rrf_k is not None:
+        fused = models.RrfQuery(rrf=models.Rrf(k=plan.rrf_k, weights=plan.weights))
     else:
         fused = models.FusionQuery(fusion=models.Fusion.DBSF)
     return {**common, "prefetch": prefetch, "query": fused}
-
-
-def _dense_of(point) -> np.ndarray | None:
-    vectors = point.vector
-    if isinstance(vectors, dict) and DENSE_VECTOR in vectors:
-        return np.asarray(vectors[DENSE_VECTOR], dtype=np.float32)
-    return None
 
 
 class QdrantServerStore:
@@ -202,18 +175,12 @@ class QdrantServerStore:
                     "before hybrid search): re-index into another QDRANT_COLLECTION"
                 )
         schema = self.client.get_collection(self.collection).payload_schema or {}
-        for name in KEYWORD_INDEXES:
-            if name not in schema:
-                self.client.create_payload_index(
-                    self.collection,
-                    name,
-                    field_schema=models.KeywordIndexParams(
-                        type=models.KeywordIndexType.KEYWORD, is_tenant=(name == "space_id")
-                    ),
-                )
-        for name in INTEGER_INDEXES:
-            if name not in schema:
-                self.client.create_payload_index(self.collection, name, field_schema=models.PayloadSchemaType.INTEGER)
+        for name, kind, is_tenant in payload_indexes(schema):
+            if kind == "keyword":
+                field_schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=is_tenant)
+            else:
+                field_schema = models.PayloadSchemaType.INTEGER
+            self.client.create_payload_index(self.collection, name, field_schema=field_schema)
 
     def _vectors_config(self) -> dict:
         config = {DENSE_VECTOR: models.VectorParams(size=self.dim, distance=models.Distance.COSINE)}
@@ -223,21 +190,18 @@ class QdrantServerStore:
 
     def facet(self, key: str, flt: Filter, limit: int = 32) -> dict[str, int]:
         response = self._call(
-            self.client.facet, "count languages", self.collection, key=key, facet_filter=_filter(flt), limit=limit, exact=True
+            self.client.facet, "count languages", self.collection, key=key, facet_filter=CLIENT.filter_of(flt), limit=limit, exact=True
         )
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
-        for start in range(0, len(points), UPSERT_BATCH):
-            batch = [
-                models.PointStruct(id=p.id, vector=_vectors(p), payload=p.payload)
-                for p in points[start : start + UPSERT_BATCH]
-            ]
+        for points_batch in upsert_batches(points):
+            batch = [models.PointStruct(id=p.id, vector=CLIENT.point_vectors(p), payload=p.payload) for p in points_batch]
             self._call(self.client.upsert, "write points", self.collection, points=batch, wait=True)
 
     def search(self, query: SearchQuery, flt: Filter, limit: int) -> list[Hit]:
         response = self._call(self.client.query_points, "search", self.collection, **_query_args(query, flt, limit))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in response.points]
+        return [to_hit(p) for p in response.points]
 
     def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
         batch = []
@@ -248,14 +212,14 @@ class QdrantServerStore:
                 limit=limit, with_payload=args["with_payload"], with_vector=args["with_vectors"],
             ))
         responses = self._call(self.client.query_batch_points, "search", self.collection, requests=batch)
-        return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in r.points] for r in responses]
+        return [[to_hit(p) for p in r.points] for r in responses]
 
     def retrieve(self, ids: Sequence[str], with_dense: bool = False) -> dict[str, Hit]:
         records = self._call(
             self.client.retrieve, "fetch points", self.collection, ids=list(ids), with_payload=True,
             with_vectors=[DENSE_VECTOR] if with_dense else False,
         )
-        return {str(r.id): Hit(str(r.id), 0.0, dict(r.payload or {}), _dense_of(r)) for r in records}
+        return {str(r.id): to_hit(r, score=0.0) for r in records}
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None
@@ -265,7 +229,7 @@ class QdrantServerStore:
                 self.client.scroll,
                 "scroll",
                 self.collection,
-                scroll_filter=_filter(flt),
+                scroll_filter=CLIENT.filter_of(flt),
                 limit=batch,
                 offset=offset,
                 with_payload=with_payload,
@@ -277,15 +241,15 @@ class QdrantServerStore:
                 return
 
     def count(self, flt: Filter) -> int:
-        return int(self._call(self.client.count, "count", self.collection, count_filter=_filter(flt), exact=True).count)
+        return int(self._call(self.client.count, "count", self.collection, count_filter=CLIENT.filter_of(flt), exact=True).count)
 
     def delete(self, flt: Filter) -> None:
-        selector = models.FilterSelector(filter=_filter(flt))
+        selector = models.FilterSelector(filter=CLIENT.filter_of(flt))
         self._call(self.client.delete, "delete points", self.collection, points_selector=selector, wait=True)
 
     def set_payload(self, flt: Filter, payload: Mapping[str, Any]) -> None:
         self._call(
-            self.client.set_payload, "set payload", self.collection, payload=dict(payload), points=_filter(flt), wait=True
+            self.client.set_payload, "set payload", self.collection, payload=dict(payload), points=CLIENT.filter_of(flt), wait=True
         )
 
     def optimize(self) -> None:

@@ -1,11 +1,12 @@
-"""The vector store role: one small interface, two implementations, one registry.
+"""The vector store role: the interface and the types it speaks in (no implementation is imported here).
 
 `VectorStore` is deliberately generic (upsert / search / scroll / count / delete / set_payload over
 equality filters); the document semantics (ids, versions, staged commits) live in `DocumentIndex`, on
 top, so both engines behave the same by construction and one contract test covers them.
 
-Implementations: `EdgeStore` (Qdrant Edge, embedded, on disk under DATA_DIR; the default) and
-`QdrantServerStore` (a Qdrant server through qdrant-client, when QDRANT_URL is set).
+Implementations: `EdgeStore` (`stores.edge`: Qdrant Edge, embedded, on disk under DATA_DIR; the default) and
+`QdrantServerStore` (`stores.qdrant`: a Qdrant server through qdrant-client, when QDRANT_URL is set); what the
+two share of Qdrant's layout is in `stores.qdrant_layout`, and `stores.registry` picks one.
 
 Every point carries two vectors in the same collection: `dense` (the embedder's, cosine) and `bm25` (a
 sparse term-frequency vector; the engine applies IDF itself through the IDF modifier), and a third one,
@@ -18,14 +19,11 @@ could drift from the vectors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
-# Payload fields that get an index: the space key (every search filters on it, and it is the tenant
-# key), plus the ones document bookkeeping filters on.
-KEYWORD_INDEXES = ("space_id", "doc_id", "version", "lang")
-INTEGER_INDEXES = ("chunk_index",)
+# The named vectors of every point.
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
 CROSS_VECTOR = "cross"
@@ -95,6 +93,7 @@ class SearchQuery:
         return names
 
     def rrf_weights(self) -> list[float]:
+        """The RRF weight of each list, in `lists()` order."""
         weight = {DENSE_VECTOR: self.weights[0], SPARSE_VECTOR: self.weights[1], CROSS_VECTOR: self.cross_weight}
         return [weight[name] for name in self.lists()]
 
@@ -171,41 +170,3 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Flush and release the store (files, locks, connections)."""
         ...
-
-
-StoreFactory = Callable[..., VectorStore]
-
-
-def create_store(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
-    """The store selected by the settings: Qdrant server when QDRANT_URL is set, else Qdrant Edge.
-
-    `cross_dim`: the cross-language model's dimension (None: no such model). A store made without the
-    cross vector keeps working without it: its `cross_dim` is then None (say so in /health)."""
-    kind = "qdrant" if settings.qdrant_url else "edge"
-    # Passed only when set: a factory without cross-language vectors (a test's stand-in) keeps its signature.
-    return STORES[kind](settings, dim, cross_dim=cross_dim) if cross_dim else STORES[kind](settings, dim)
-
-
-def _edge(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
-    from backend.retrieval.edge_store import EdgeStore
-
-    return EdgeStore(settings.embedded_store_dir, dim, min_free_bytes=settings.min_free_disk_bytes, cross_dim=cross_dim)
-
-
-def _qdrant(settings, dim: int, cross_dim: int | None = None) -> VectorStore:
-    from backend.retrieval.qdrant_store import QdrantServerStore
-
-    return QdrantServerStore.from_url(
-        settings.qdrant_url,
-        collection=settings.qdrant_collection,
-        dim=dim,
-        api_key=settings.qdrant_api_key,
-        timeout_s=settings.qdrant_timeout_s,
-        shard_number=settings.qdrant_shard_number,
-        replication_factor=settings.qdrant_replication_factor,
-        write_consistency_factor=settings.qdrant_write_consistency_factor,
-        cross_dim=cross_dim,
-    )
-
-
-STORES: dict[str, StoreFactory] = {"edge": _edge, "qdrant": _qdrant}

@@ -17,27 +17,29 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
 import qdrant_edge as qe
 
 from backend.disk_space import ensure_free_space
 from backend.errors import StoreLocked, StoreUnavailable
-from backend.retrieval.store import (
+from backend.retrieval.stores.base import (
     CROSS_VECTOR,
     DENSE_VECTOR,
-    INTEGER_INDEXES,
-    KEYWORD_INDEXES,
     SPARSE_VECTOR,
     Filter,
     Hit,
     PointRecord,
     SearchQuery,
-    SparseVec,
+)
+from backend.retrieval.stores.qdrant_layout import (
+    QdrantTypes,
+    fusion_plan,
+    payload_indexes,
+    to_hit,
+    upsert_batches,
 )
 
 log = logging.getLogger(__name__)
 
-UPSERT_BATCH = 512
 # One thread per search: a query reads one or two segments, and more threads only contend with the
 # embedder and the HTTP server for the same few cores (measured: store p99 16 ms -> see docs/benchmarks.md).
 SEARCH_THREADS = 1
@@ -52,52 +54,32 @@ WRITE_AMPLIFICATION = 4
 SMALL_WRITE_BYTES = 1024 * 1024
 
 
-def _condition(key: str, value: str | int) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
-
-
-def _filter(flt: Filter) -> qe.Filter:
-    return qe.Filter(
-        must=[_condition(k, v) for k, v in flt.must.items()] or None,
-        must_not=[_condition(k, v) for k, v in flt.must_not.items()] or None,
-    )
-
-
-def _sparse(vec: SparseVec) -> qe.SparseVector:
-    return qe.SparseVector(list(vec.indices), list(vec.values))
-
-
-def _vectors(p: PointRecord) -> dict:
-    vectors: dict = {DENSE_VECTOR: p.vector.astype(np.float32).tolist()}
-    if p.sparse is not None and p.sparse.indices:
-        vectors[SPARSE_VECTOR] = _sparse(p.sparse)
-    if p.cross is not None:
-        vectors[CROSS_VECTOR] = p.cross.astype(np.float32).tolist()
-    return vectors
-
-
-def _nearest(query: SearchQuery, name: str) -> qe.Query:
-    if name == SPARSE_VECTOR:
-        return qe.Query.Nearest(_sparse(query.sparse), using=SPARSE_VECTOR)
-    vector = query.dense if name == DENSE_VECTOR else query.cross
-    return qe.Query.Nearest(vector.astype(np.float32).tolist(), using=name)
+EDGE = QdrantTypes(
+    match=lambda key, value: qe.FieldCondition(key=key, match=qe.MatchValue(value)),
+    filter=lambda must, must_not: qe.Filter(must=must, must_not=must_not),
+    sparse=qe.SparseVector,
+)
 
 
 def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
     """A query on one vector, or several fused in the engine (prefetch each, then RRF or DBSF)."""
     with_vector = [DENSE_VECTOR] if query.with_dense else None
-    lists = query.lists()
-    if len(lists) == 1:
+    plan = fusion_plan(query, limit)
+    if plan is None:
+        name = query.lists()[0]
         return qe.QueryRequest(
-            limit=limit, query=_nearest(query, lists[0]), filter=_filter(flt), with_payload=query.with_payload,
-            with_vector=with_vector,
+            limit=limit, query=qe.Query.Nearest(EDGE.query_vector(query, name), using=name),
+            filter=EDGE.filter_of(flt), with_payload=query.with_payload, with_vector=with_vector,
         )
-    # The filter goes on each prefetch: fusion only sees candidates of this space.
-    candidates = max(query.candidates, limit)
-    prefetches = [qe.Prefetch(limit=candidates, query=_nearest(query, name), filter=_filter(flt)) for name in lists]
-    fusion = qe.Fusion.Rrf(k=query.rrf_k, weights=query.rrf_weights()) if query.fusion == "rrf" else qe.Fusion.Dbsf()
+    prefetches = [
+        qe.Prefetch(limit=plan.candidates, query=qe.Query.Nearest(EDGE.query_vector(query, name), using=name),
+                    filter=EDGE.filter_of(flt))
+        for name in plan.lists
+    ]
+    fusion = qe.Fusion.Rrf(k=plan.rrf_k, weights=plan.weights) if plan.rrf_k is not None else qe.Fusion.Dbsf()
     return qe.QueryRequest(
-        limit=limit, prefetches=prefetches, query=fusion, filter=_filter(flt), with_payload=True, with_vector=with_vector
+        limit=limit, prefetches=prefetches, query=fusion, filter=EDGE.filter_of(flt), with_payload=True,
+        with_vector=with_vector,
     )
 
 
@@ -105,13 +87,6 @@ def _raw_size(point: PointRecord) -> int:
     """Bytes a point carries: payload as JSON, dense floats, sparse indices and values."""
     sparse = len(point.sparse.indices) * 8 if point.sparse is not None else 0
     return len(json.dumps(point.payload, ensure_ascii=False)) + 4 * len(point.vector) + sparse
-
-
-def _dense_of(point) -> np.ndarray | None:
-    vectors = getattr(point, "vector", None)
-    if isinstance(vectors, dict) and DENSE_VECTOR in vectors:
-        return np.asarray(vectors[DENSE_VECTOR], dtype=np.float32)
-    return None
 
 
 class EdgeStore:
@@ -208,14 +183,9 @@ class EdgeStore:
 
     # -- setup ----------------------------------------------------------------------------------------
     def _ensure_indexes(self) -> None:
-        existing = set(self._shard.info().payload_schema)
-        for name in KEYWORD_INDEXES:
-            if name not in existing:
-                params = qe.KeywordIndexParams(is_tenant=(name == "space_id"))
-                self._shard.update(qe.UpdateOperation.create_field_index(name, params))
-        for name in INTEGER_INDEXES:
-            if name not in existing:
-                self._shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Integer))
+        for name, kind, is_tenant in payload_indexes(self._shard.info().payload_schema):
+            params = qe.KeywordIndexParams(is_tenant=is_tenant) if kind == "keyword" else qe.PayloadSchemaType.Integer
+            self._shard.update(qe.UpdateOperation.create_field_index(name, params))
 
     # -- disk space -----------------------------------------------------------------------------------
     def free_bytes(self) -> int:
@@ -234,10 +204,9 @@ class EdgeStore:
             raise StoreUnavailable(f"embedded store write failed: {exc}") from exc
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
-        for start in range(0, len(points), UPSERT_BATCH):
-            batch = points[start : start + UPSERT_BATCH]
+        for batch in upsert_batches(points):
             self._update(
-                qe.UpdateOperation.upsert_points([qe.Point(p.id, _vectors(p), p.payload) for p in batch]),
+                qe.UpdateOperation.upsert_points([qe.Point(p.id, EDGE.point_vectors(p), p.payload) for p in batch]),
                 # plus room for the delete and payload move that complete a document's commit after it
                 size=WRITE_AMPLIFICATION * sum(_raw_size(p) for p in batch) + 2 * SMALL_WRITE_BYTES,
             )
@@ -247,21 +216,21 @@ class EdgeStore:
             points = self._shard.query(_request(query, flt, limit))
         except Exception as exc:
             raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points]
+        return [to_hit(p) for p in points]
 
     def search_batch(self, requests: Sequence[tuple[SearchQuery, Filter]], limit: int) -> list[list[Hit]]:
         try:
             results = self._shard.query_batch(qe.QueryBatchRequest([_request(q, f, limit) for q, f in requests]))
         except Exception as exc:
             raise StoreUnavailable(f"embedded store search failed: {exc}") from exc
-        return [[Hit(str(p.id), float(p.score), dict(p.payload or {}), _dense_of(p)) for p in points] for points in results]
+        return [[to_hit(p) for p in points] for points in results]
 
     def retrieve(self, ids: Sequence[str], with_dense: bool = False) -> dict[str, Hit]:
         try:
             points = self._shard.retrieve(list(ids), True, [DENSE_VECTOR] if with_dense else None)
         except Exception as exc:
             raise StoreUnavailable(f"embedded store retrieve failed: {exc}") from exc
-        return {str(p.id): Hit(str(p.id), 0.0, dict(p.payload or {}), _dense_of(p)) for p in points}
+        return {str(p.id): to_hit(p, score=0.0) for p in points}
 
     def scroll(self, flt: Filter, fields: Sequence[str] | None = None, batch: int = 256) -> Iterator[dict]:
         offset = None
@@ -269,7 +238,7 @@ class EdgeStore:
         while True:
             try:
                 records, offset = self._shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=batch, filter=_filter(flt), with_payload=with_payload)
+                    qe.ScrollRequest(offset=offset, limit=batch, filter=EDGE.filter_of(flt), with_payload=with_payload)
                 )
             except Exception as exc:
                 raise StoreUnavailable(f"embedded store scroll failed: {exc}") from exc
@@ -280,19 +249,19 @@ class EdgeStore:
 
     def count(self, flt: Filter) -> int:
         try:
-            return int(self._shard.count(qe.CountRequest(exact=True, filter=_filter(flt))))
+            return int(self._shard.count(qe.CountRequest(exact=True, filter=EDGE.filter_of(flt))))
         except Exception as exc:
             raise StoreUnavailable(f"embedded store count failed: {exc}") from exc
 
     def delete(self, flt: Filter) -> None:
-        self._update(qe.UpdateOperation.delete_points_by_filter(_filter(flt)))
+        self._update(qe.UpdateOperation.delete_points_by_filter(EDGE.filter_of(flt)))
 
     def set_payload(self, flt: Filter, payload: Mapping[str, Any]) -> None:
-        self._update(qe.UpdateOperation.set_payload_by_filter(_filter(flt), dict(payload)))
+        self._update(qe.UpdateOperation.set_payload_by_filter(EDGE.filter_of(flt), dict(payload)))
 
     def facet(self, key: str, flt: Filter, limit: int = 32) -> dict[str, int]:
         try:
-            response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=_filter(flt)))
+            response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True, filter=EDGE.filter_of(flt)))
         except Exception as exc:
             raise StoreUnavailable(f"embedded store facet failed: {exc}") from exc
         return {str(hit.value): int(hit.count) for hit in response.hits}

@@ -1,0 +1,1 @@
+"""The vector store role: `base` (the interface), `edge` and `qdrant` (the engines), `registry` (which one)."""
