@@ -9,26 +9,23 @@ cannot run side by side.
 
 from __future__ import annotations
 
-import http.server
 import re
-import shlex
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from backend.settings import Settings, load_settings
-from tests.deploy.conftest import (
-    PORTS_OVERRIDE,
+from tests.support.compose import (
+    PINNED_TAG,
     ROOT,
+    SECRET_NAME,
     STACKS,
     compose,
     read_env_file,
-    render,
+    stack_render,
     write_env_file,
 )
+from tests.support.healthchecks import BASE_IMAGE_TOOLS, executables, run_check
 from cli.local_backend import free_port
 
 # Executables each pinned image holds, read from its Dockerfile at that tag. A healthcheck may call only
@@ -43,10 +40,6 @@ IMAGE_TOOLS = {
     # vllm/vllm-openai v0.32.0: CUDA Ubuntu image; Python 3 and the vllm package (the image's entrypoint).
     "vllm/vllm-openai": {"python3", "vllm", "bash", "sh"},
 }
-# Images built here: the final stage's base decides (Dockerfile: python:3.11.x-slim, Debian, no curl).
-BASE_IMAGE_TOOLS = {"python": {"python", "python3", "sh", "bash", "head", "grep"}}
-SHELL_BUILTINS = {"exec", "printf", "echo", "test", "[", "true", "false", ":", "read", "exit"}
-PINNED_TAG = re.compile(r"^[\w./-]+(:v?\d+(\.\d+)+[\w.-]*|@sha256:[0-9a-f]{64})$")
 
 # A different valid value for every key of both env files: each must change the rendered project (a knob
 # that changes nothing is not wired). A new knob in an env file needs its line here.
@@ -101,7 +94,6 @@ OLLAMA_DAEMON_VARIABLES = {
     "OLLAMA_FLASH_ATTENTION", "OLLAMA_HOST", "OLLAMA_MAX_QUEUE", "OLLAMA_KV_CACHE_TYPE", "OLLAMA_ORIGINS",
 }
 ONE_SHOT = "service_completed_successfully"
-SECRET_NAME = re.compile(r"(^|_)(TOKEN|API_KEYS?|PASSWORD|SECRET)$")
 
 
 def settings_env_names() -> set[str]:
@@ -110,11 +102,6 @@ def settings_env_names() -> set[str]:
 
 def env_file(stack: str) -> Path:
     return ROOT / STACKS[stack][1]
-
-
-def stack_render(stack: str, environ: dict[str, str] | None = None, ports: bool = False) -> dict:
-    files, env = STACKS[stack]
-    return render(list(files) + ([PORTS_OVERRIDE[stack]] if ports else []), env, environ)
 
 
 def image_tools(service: dict) -> set[str]:
@@ -126,21 +113,6 @@ def image_tools(service: dict) -> set[str]:
     repo = service["image"].split("@")[0].rsplit(":", 1)[0]
     assert repo in IMAGE_TOOLS, f"{repo}: read its Dockerfile and list its tools in IMAGE_TOOLS"
     return IMAGE_TOOLS[repo]
-
-
-def executables(test: list[str]) -> set[str]:
-    """Programs a healthcheck runs: the CMD itself and, for shells, the first word of each command."""
-    kind, *argv = test
-    if kind == "CMD-SHELL":
-        argv = ["sh", "-c", argv[0]]
-    found = {argv[0]}
-    if argv[0] in {"sh", "bash"} and "-c" in argv:
-        script = argv[argv.index("-c") + 1]
-        for command in re.split(r"&&|\|\||\||;", script):
-            words = shlex.split(command.strip())
-            if words and words[0] not in SHELL_BUILTINS:
-                found.add(words[0])
-    return found
 
 
 @pytest.mark.parametrize("stack", sorted(STACKS))
@@ -318,41 +290,6 @@ def test_committed_env_files_hold_no_secrets():
 
 
 # --- healthchecks that work, not only tools that exist --------------------------------------------------
-
-class _StandIn(http.server.BaseHTTPRequestHandler):
-    status = 200
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        body = b'{"status":"ok"}'
-        self.send_response(type(self).status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def stand_in():
-    """A local HTTP server answering every path with a settable status (the service a check probes)."""
-    handler = type("Handler", (_StandIn,), {"status": 200})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1], handler
-    server.shutdown()
-
-
-def run_check(test: list[str], port_in_test: int, port: int) -> int:
-    """Run a CMD healthcheck here, with the service's port swapped for the stand-in's."""
-    kind, *argv = test
-    assert kind == "CMD"
-    argv = [a.replace(str(port_in_test), str(port)) for a in argv]
-    if argv[0] in {"python", "python3"}:
-        argv[0] = sys.executable
-    return subprocess.run(argv, capture_output=True, timeout=30).returncode
-
 
 @pytest.mark.parametrize("service, port_in_test", [("qdrant", 6333), ("backend", 8000), ("vllm", 8001)])
 def test_healthchecks_pass_on_a_healthy_service_and_fail_otherwise(stand_in, service, port_in_test):

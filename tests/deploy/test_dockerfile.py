@@ -15,8 +15,8 @@ import dockerfile
 import pytest
 from docker.utils.build import exclude_paths
 
-from tests.deploy.conftest import ROOT
-from tests.deploy.test_compose import BASE_IMAGE_TOOLS, PINNED_TAG, SECRET_NAME, executables
+from tests.support.compose import PINNED_TAG, ROOT, SECRET_NAME
+from tests.support.healthchecks import BASE_IMAGE_TOOLS, executables
 
 DOCKERFILE = ROOT / "Dockerfile"
 # What must never be in a build context: env files, keys, local data and venvs, git metadata.

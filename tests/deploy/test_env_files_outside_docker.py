@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cli.local_backend import ROOT, free_port, start_backend, stop_backend
-from tests.deploy.conftest import read_env_file
+from tests.support.compose import read_env_file
 from tests.support.ollama_server import FakeOllama
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from tests.deploy.conftest import ROOT, render
-from tests.deploy.test_vllm_args import FLAGS, parse_with_vllm, vllm_python  # noqa: F401 (fixture)
+from tests.support.compose import ROOT, render
+from tests.support.vllm_args import FLAGS, parse_with_vllm
 from tests.support.tools import find_tool, venv_bin
 
 K8S = ROOT / "k8s"
@@ -547,7 +547,7 @@ def expanded_vllm_args(docs: list[dict]) -> list[str]:
     return args
 
 
-def test_vllm_flags_parse_with_vllms_own_parser_and_match_compose(vllm_python, k8s_tree):  # noqa: F811
+def test_vllm_flags_parse_with_vllms_own_parser_and_match_compose(vllm_python, k8s_tree):
     single = kustomize(k8s_tree / "overlays" / "single-gpu")
     multi = kustomize(k8s_tree / "overlays" / "multi-gpu")
     compose_vllm = render(("docker-compose.vllm.yml",), ROOT / ".env.vllm")["services"]["vllm"]

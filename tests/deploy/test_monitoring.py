@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from backend.settings import Settings
-from tests.deploy.conftest import ROOT, STACKS, compose, read_env_file, render
-from tests.deploy.test_compose import PINNED_TAG, executables, run_check, stack_render, stand_in  # noqa: F401
+from tests.support.compose import PINNED_TAG, ROOT, STACKS, compose, read_env_file, render, stack_render
+from tests.support.healthchecks import executables, run_check
 
 MONITORING = ROOT / "monitoring"
 PROMETHEUS_DIR = MONITORING / "prometheus"
@@ -288,7 +288,7 @@ def test_healthchecks_use_only_tools_their_image_has(stack):
 
 
 @pytest.mark.parametrize("service, port_in_test", [("prometheus", 9090), ("grafana", 3000)])
-def test_healthchecks_pass_on_a_healthy_service_and_fail_otherwise(stand_in, service, port_in_test):  # noqa: F811
+def test_healthchecks_pass_on_a_healthy_service_and_fail_otherwise(stand_in, service, port_in_test):
     from cli.local_backend import free_port
 
     test = monitored("vllm")["services"][service]["healthcheck"]["test"]

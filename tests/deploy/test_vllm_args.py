@@ -7,30 +7,13 @@ The vllm service's rendered command is parsed by vLLM's own `vllm serve` parser 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import pytest
 
-from tests.deploy.conftest import ROOT, compose, read_env_file, render, write_env_file
+from tests.support.compose import ROOT, compose, read_env_file, render, write_env_file
+from tests.support.vllm_args import FLAGS, parse_with_vllm
 
-VLLM_VENV_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-PARSER_SCRIPT = ROOT / "tests" / "deploy" / "vllm_serve_args.py"
 ENV_FILE = ROOT / ".env.vllm"
 
-# knob -> (vllm serve's parsed attribute, how the env value reads after parsing)
-FLAGS = {
-    "VLLM_MODEL": ("model", str),
-    "VLLM_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", float),
-    "VLLM_MAX_MODEL_LEN": ("max_model_len", int),
-    "VLLM_TENSOR_PARALLEL_SIZE": ("tensor_parallel_size", int),
-    "VLLM_PIPELINE_PARALLEL_SIZE": ("pipeline_parallel_size", int),
-    "VLLM_MAX_NUM_SEQS": ("max_num_seqs", int),
-    "VLLM_QUANTIZATION": ("quantization", lambda v: v or None),
-    "VLLM_DTYPE": ("dtype", str),
-    "VLLM_SERVED_MODEL_NAME": ("served_model_name", lambda v: [v] if v else None),
-}
 # Read by vLLM from its environment (not a flag): the key stays off the command line, hence out of `ps`.
 FROM_ENVIRONMENT = {"VLLM_API_KEY"}
 # Free-form flags; checked by example below.
@@ -55,24 +38,6 @@ VARIANTS = [
         "VLLM_EXTRA_ARGS": "--enable-prefix-caching --kv-cache-dtype fp8",
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def vllm_python():
-    """vLLM's venv, built by scripts/vllm_cpu/setup.sh (idempotent; ~5 min on a fresh machine)."""
-    if not VLLM_VENV_PYTHON.exists():
-        done = subprocess.run(["bash", str(ROOT / "scripts" / "vllm_cpu" / "setup.sh")], capture_output=True, text=True, timeout=1800)
-        assert done.returncode == 0, f"vLLM venv setup failed:\n{done.stderr[-3000:]}"
-    return VLLM_VENV_PYTHON
-
-
-def parse_with_vllm(vllm_python, argument_lists: list[list[str]]) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    done = subprocess.run(
-        [str(vllm_python), str(PARSER_SCRIPT)], input=json.dumps(argument_lists), capture_output=True, text=True, env=env, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.docs_factory import make_docx, make_html, make_pdf
-
-
-def upload(client, name: str, data: bytes, space="team", path=None):
-    form = {"space_id": space, **({"path": path} if path else {})}
-    return client.post("/documents", data=form, files={"file": (name, data, "application/octet-stream")})
-
-
-def assert_error(response, status: int, error_type: str):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["type"] == error_type and body["error"]["message"]
-    assert response.headers["cache-control"] == "no-store"
+from tests.support.http_api import assert_error, upload
 
 
 def test_health_reports_components(client):

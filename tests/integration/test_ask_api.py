@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from backend.errors import LLMBadResponse, LLMModelNotFound, LLMTimeout, LLMUnavailable
 from tests.support.docs_factory import make_pdf
+from tests.support.http_api import sse_events
 
 
 @pytest.fixture
@@ -17,14 +16,6 @@ def indexed(client):
     notes = b"# Keys\n\nAPI keys are rotated every 90 days by the security team."
     assert client.post("/documents", data={"space_id": "ops"}, files={"file": ("keys.md", notes)}).status_code == 201
     return client
-
-
-def sse_events(text: str) -> list[tuple[str, dict]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 def test_ask_json_answers_with_numbered_sources(indexed, fake_llm):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -29,7 +28,8 @@ from backend.services import build_services
 from tests.conftest import server_store_or_none
 from tests.support.ollama_server import FakeModel, FakeOllama
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
-from tests.integration.test_ask_api import sse_events
+from tests.support.http_api import sse_events
+from tests.support.ports import closed_port
 
 SPACE = "ops"
 QUESTION = "When do backups run?"
@@ -58,13 +58,6 @@ ENGINE_FAULTS = {
     "error_mid_answer": ({"error_after": 2}, (502, "llm_bad_response"), (200, "llm_bad_response")),
     "cut_mid_answer": ({"cut_after": 2}, (502, "llm_bad_response"), (200, "llm_bad_response")),
 }
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def metric(client: TestClient, name: str, **labels) -> float:

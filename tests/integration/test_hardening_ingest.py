@@ -20,8 +20,7 @@ import pytest
 
 from backend.settings import Settings
 from tests.support import docs_factory as df
-from tests.integration.test_api import assert_error, upload
-from tests.integration.test_jobs import submit, wait_for
+from tests.support.http_api import assert_error, submit, upload, wait_for
 
 # Lowered for this module so each budget is reached by a small file in a short time.
 CHUNK_BUDGET = 40

@@ -32,6 +32,7 @@ from backend.app import create_app
 from tests.support.misbehaviour import wait_closed
 from tests.support.ollama_server import FakeModel, FakeOllama
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
+from tests.support.ports import closed_port
 from tests.support.threaded_server import AppServer
 
 SPACE = "ops"
@@ -97,12 +98,6 @@ def sse(text: str) -> list[tuple[str, dict]]:
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         events.append((fields.get("event", "message"), json.loads(fields["data"])))
     return events
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- 6: the answer's deadline ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.docs_factory import make_docx, make_pdf
-from tests.integration.test_api import assert_error
+from tests.support.http_api import assert_error, submit, wait_for
 
 KEY_TEAM = "team-key-0123456789abcdef"
 KEY_OTHER = "other-key-0123456789abcdef"
@@ -27,21 +27,6 @@ def job_files() -> list[tuple[str, bytes]]:
         ("notes.txt", b"The GPU server has one RTX 6000 card with 96 GB of memory."),
         ("diagram.png", b"\x89PNG\r\n"),
     ]
-
-
-def submit(client, files, space="team", headers=None, **form):
-    parts = [("file", (name, data, "application/octet-stream")) for name, data in files]
-    return client.post("/documents", data={"space_id": space, **form}, files=parts, headers=headers or {})
-
-
-def wait_for(client, job_id: str, headers=None, timeout_s: float = 120) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = client.get(f"/jobs/{job_id}", headers=headers or {}).json()
-        if body["status"] not in ("queued", "running"):
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
 
 
 def read_events(response) -> list[tuple[str, dict]]:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
 from tests.support.docs_factory import make_pdf
-from tests.integration.test_ask_api import sse_events
+from tests.support.http_api import sse_events
 
 SPACE = "ops"
 SECRET_TEXT = "Backups run nightly at 02:00 to the NAS in rack B."

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 import backend.app
 from backend.app import create_app
 from backend.errors import StoreLocked
-from backend.retrieval import store as store_module
-from backend.retrieval.edge_store import EdgeStore
+from backend.retrieval.stores import registry as store_module
+from backend.retrieval.stores.edge import EdgeStore
 from tests.conftest import server_store_or_none
-from tests.integration.test_faults import closed_port
+from tests.support.ports import closed_port
 
 
 def test_the_backend_starts_unready_without_qdrant_and_serves_once_it_answers(settings, embedder, fake_llm, tmp_path, monkeypatch):
