@@ -35,7 +35,8 @@
         └── LLMBadResponse (502)   the engine answered with an error or something unusable
 
 Third-party exceptions are translated into these at the adapter boundary (`raise ... from exc`).
-The HTTP layer maps them in one handler (`backend.api.errors`), the CLI to exit codes (`EXIT_CODES`).
+The HTTP layer maps them in one handler (`backend.api.errors`), the CLI to exit codes (`EXIT_CODES`); a
+client turns a reply back into its class (`from_reply`).
 """
 
 from __future__ import annotations
@@ -277,18 +278,44 @@ class LLMBadResponse(LLMError):
     error_type = "llm_bad_response"
 
 
-# CLI exit codes: 0 success, 1 some files failed, 2 usage/config, 3 store, 4 backend, 5 embedder, 6 LLM.
+def _types(cls: type[AppError]) -> dict[str, type[AppError]]:
+    """Type name -> class over the family drawn above (subclasses elsewhere take other constructor arguments)."""
+    found = {cls.error_type: cls}
+    for sub in cls.__subclasses__():
+        if sub.__module__ == __name__:
+            found.update(_types(sub))  # after its base: a subclass that keeps the base's type name wins
+    return found
+
+
+def from_reply(status_code: int, error_type: str | None, message: str) -> AppError:
+    """The error a backend's reply reports (`{"error": {"type", "message"}}` with its HTTP status), as the class
+    of the family with that type name, so that a client sees the error the server raised (a full disk stays
+    StorageFull, a refused key Unauthorized). The reply's status and type are kept on the instance; an unknown
+    or missing type gives AppError (type `http_<status>` when missing; 401/403 still Unauthorized/Forbidden)."""
+    by_type = _types(AppError)
+    cls = by_type.get(error_type or "") or {401: Unauthorized, 403: Forbidden}.get(status_code, AppError)
+    error = cls(message)
+    error.status_code, error.error_type = status_code, error_type or f"http_{status_code}"
+    return error
+
+
+# CLI exit codes, for every CLI (cli.index_cli, cli.eval, cli.ask, cli.bench): defined here and nowhere else.
 EXIT_OK = 0
-EXIT_FILES_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FILES_FAILED = 1  # some files failed; also any error without a code of its own
+EXIT_USAGE = 2  # the command line or the settings are wrong
+EXIT_AUTH = EXIT_USAGE  # the backend refused the API key (401/403): the key given must change
+EXIT_STORE = 3
+EXIT_UNREACHABLE = 4  # no backend (or benchmark target) answers at the URL
+EXIT_EMBEDDER = 5
+EXIT_LLM = 6  # the LLM failed; cli.ask: the backend answered an error instead of an answer
 EXIT_CODES: dict[type[AppError], int] = {
     InvalidRequest: EXIT_USAGE,
-    Unauthorized: EXIT_USAGE,
-    Forbidden: EXIT_USAGE,
-    StoreError: 3,
-    BackendUnreachable: 4,
-    EmbedderError: 5,
-    LLMError: 6,
+    Unauthorized: EXIT_AUTH,
+    Forbidden: EXIT_AUTH,
+    StoreError: EXIT_STORE,
+    BackendUnreachable: EXIT_UNREACHABLE,
+    EmbedderError: EXIT_EMBEDDER,
+    LLMError: EXIT_LLM,
 }
 
 
