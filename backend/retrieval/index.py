@@ -170,6 +170,25 @@ class DocumentIndex:
         counts = self.store.facet("space_id", Filter(), limit=self.MAX_SPACES)
         return {space: n for space, n in sorted(counts.items()) if not space.startswith(STAGING_PREFIX)}
 
+    def first_indexed(self) -> dict[str, int]:
+        """Every live space holding documents, with the time its first document was indexed (unix seconds;
+        0 when unknown).
+
+        One scroll over the first chunk of every document (an indexed field), two payload fields each: the
+        store's cost is one small record per document, not per chunk. Staged (half-committed) copies are skipped.
+        """
+        spaces: dict[str, int] = {}
+        for payload in self.store.scroll(Filter(must={"chunk_index": 0}), ["space_id", "indexed_at"]):
+            space = str(payload.get("space_id") or "")
+            if not space or space.startswith(STAGING_PREFIX):
+                continue
+            try:
+                created = int(datetime.fromisoformat(payload.get("indexed_at") or "").timestamp())
+            except ValueError:
+                created = 0
+            spaces[space] = min(spaces.get(space, created), created) if created else spaces.get(space, 0)
+        return spaces
+
     def document_count(self, space_id: str) -> int:
         return self.store.count(Filter(must={"space_id": space_id, "chunk_index": 0}))
 
