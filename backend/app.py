@@ -15,7 +15,7 @@ from backend import __version__
 from backend.api.request_guard import RequestGuard
 from backend.auth import ApiKeys
 from backend.api.routes import ask, documents, health, jobs, search, spaces
-from backend.api import openai_compat
+from backend.api import openai
 from backend.api.routes.console import install_console
 from backend.api.errors import ErrorBarrier, install_error_handlers
 from backend.errors import StoreLocked, StoreUnavailable
@@ -152,5 +152,5 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     app.include_router(spaces.router)
     app.include_router(ask.router)
     install_console(app)  # the web console: GET / and /console/*
-    app.include_router(openai_compat.router)
+    app.include_router(openai.router)
     return app

@@ -1,23 +1,35 @@
 """The one place where the pieces meet: retrieve -> fit to the model's budget -> prompt -> stream -> cite.
 
-`RagService.ask()` is an async generator of events: `("token", {"text"})` for each piece of the answer,
-then one `("done", {...})` with the answer (citations checked), sources, usage, context report and timings.
-Errors are raised, never yielded: the HTTP layer turns one raised before the first token into a JSON
-error status, and one raised later into an SSE `error` event.
+`RagService.ask()` is an async generator of typed events (backend/answers.py): a `TokenEvent` for each piece
+of the answer, then one `AnswerEvent` with the `Answer` (citations checked, sources, usage, context report,
+timings). Errors are raised, never yielded: the HTTP layer turns one raised before the first token into a
+JSON error status, and one raised later into an SSE `error` event.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 
+from backend.answers import (
+    Answer,
+    AnswerEvent,
+    AnswerStreamEvent,
+    Context,
+    DroppedChunk,
+    PromptBudget,
+    Source,
+    Timings,
+    TokenEvent,
+    Usage,
+)
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
-from backend.retrieval.embedder import relevance_floor
+from backend.retrieval.embedders.registry import relevance_floor
 from backend.retrieval.retriever import Retriever
 from backend.retrieval.sparse import identifier_terms
 
@@ -166,19 +178,25 @@ def relevant_hits(question: str, hits: list[dict], min_score: float, cross_min_s
 
 
 class RagService:
-    """Answers questions over one space with the configured engine."""
+    """Answers questions over one space with the configured engine (and, for /v1, plain chat with it)."""
 
     def __init__(self, retriever: Retriever, llm: LLMClient, settings):
         self.retriever = retriever
         self.llm = llm
         self.settings = settings
 
-    async def ask(self, request: AskRequest) -> AsyncIterator[tuple[str, dict]]:
+    @property
+    def max_top_k(self) -> int:
+        """The most chunks an answer may retrieve: MAX_TOP_K, or SEARCH_MAX_TOP_K when that is lower."""
+        return min(MAX_TOP_K, self.settings.search_max_top_k)
+
+    async def ask(self, request: AskRequest) -> AsyncIterator[AnswerStreamEvent]:
+        """The answer to `request`: TokenEvents, then one AnswerEvent. Errors are raised, never yielded."""
         started = time.perf_counter()
         max_tokens = request.max_tokens or self.settings.answer_max_tokens
-        temperature = self.settings.answer_temperature if request.temperature is None else request.temperature
-        if not 1 <= request.top_k <= min(MAX_TOP_K, self.settings.search_max_top_k):
-            raise InvalidRequest(f"top_k must be between 1 and {min(MAX_TOP_K, self.settings.search_max_top_k)}")
+        # The one check of an answer's top_k (/ask and /v1 both come here); /search has the retriever's own.
+        if not 1 <= request.top_k <= self.max_top_k:
+            raise InvalidRequest(f"top_k must be between 1 and {self.max_top_k}")
 
         retrieved = await run_in_threadpool(
             self.retriever.search, request.q, request.space_id, request.top_k, request.mode, request.rerank
@@ -190,30 +208,17 @@ class RagService:
         cross_model = getattr(self.retriever, "cross", None)
         cross_min = relevance_floor(cross_model.name) if cross_model is not None and retrieved.cross_language else None
         relevant = relevant_hits(request.q, retrieved.results, min_score, cross_min)
-        below = len(retrieved.results) - len(relevant)
-        base = {"engine": self.llm.engine, "model": self.llm.model or None}
+        context = Context(len(retrieved.results), len(retrieved.results) - len(relevant), retrieved.mode, retrieved.reranked)
 
         if not relevant:
             # Nothing worth showing the model: say so rather than let it answer from its own memory.
-            answer = NOT_FOUND_ANSWER.format(space=request.space_id)
-            yield "token", {"text": answer}
-            yield "done", {
-                **base,
-                "answer": answer,
-                "sources": [],
-                "grounded": False,
-                "usage": None,
-                "citations": {"cited": [], "invalid": []},
-                "context": {
-                    "retrieved": len(retrieved.results), "below_min_score": below, "used": 0, "dropped": [],
-                    "mode": retrieved.mode, "reranked": retrieved.reranked,
-                },
-                "timings": _timings(started, retrieval_ms, None, retrieved.timings),
-            }
+            text = NOT_FOUND_ANSWER.format(space=request.space_id)
+            yield TokenEvent(text)
+            timings = _timings(started, retrieval_ms, None, retrieved.timings)
+            yield AnswerEvent(Answer(text, self.llm.engine, self.llm.model or None, context=context, timings=timings))
             return
 
         info = await self.llm.model_info()
-        base["model"] = info.model
         blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
         history = list(request.history)
         fixed_text = [SYSTEM_PROMPT, *(m["content"] for m in history), user_message(request.q, [])]
@@ -233,76 +238,80 @@ class RagService:
             del counts[1]
         n_fixed = 2 + len(history)
         budget = fit_budget(sum(counts[:n_fixed]), [c + 1 for c in counts[n_fixed:]], info.context_length, max_tokens)
-        sources = [
-            {
-                "n": n,
-                "doc_id": hit["doc_id"],
-                "path": hit["path"],
-                "chunk_index": hit["chunk_index"],
-                "page": hit.get("page"),
-                "heading": hit.get("heading"),
-                "score": hit["score"],
-                "dense_score": hit.get("dense_score"),
-                "cross_score": hit.get("cross_score"),
-                "text": hit["text"],
-            }
-            for n, hit in ((i + 1, relevant[i]) for i in budget.kept)
-        ]
-        dropped = [
-            {"doc_id": relevant[i]["doc_id"], "path": relevant[i]["path"], "chunk_index": relevant[i]["chunk_index"],
-             "score": relevant[i]["score"], "tokens": counts[n_fixed + i], "reason": "context_budget"}
+        sources = [Source.from_hit(i + 1, relevant[i]) for i in budget.kept]
+        context.used = len(sources)
+        context.dropped = [
+            DroppedChunk(relevant[i]["doc_id"], relevant[i]["path"], relevant[i]["chunk_index"], relevant[i]["score"],
+                         counts[n_fixed + i])
             for i in budget.dropped
         ]
+        context.budget = PromptBudget(info.context_length, max_tokens, budget.prompt_tokens, token_counts)
+        if request.history:
+            context.history_sent, context.history_dropped = len(history), len(request.history) - len(history)
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             *({"role": m["role"], "content": m["content"]} for m in history),
             {"role": "user", "content": user_message(request.q, [blocks[i] for i in budget.kept])},
         ]
 
-        ttft_ms = None
-        parts: list[str] = []
-        end: StreamEnd | None = None
-        async for event in self.llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature):
-            if isinstance(event, TokenDelta):
-                if ttft_ms is None:
-                    ttft_ms = (time.perf_counter() - started) * 1000
-                parts.append(event.text)
-                yield "token", {"text": event.text}
-            else:
-                end = event
-        answer, cited, invalid = map_citations("".join(parts), len(sources))
+        generation = _Generation(started)
+        async for token in generation.run(self.llm, messages, max_tokens, self._temperature(request.temperature)):
+            yield token
+        text, cited, invalid = map_citations(generation.text, len(sources))
         for source in sources:
-            source["cited"] = source["n"] in cited
-        yield "done", {
-            **base,
-            "answer": answer,
-            "sources": sources,
-            "grounded": True,
-            "finish_reason": end.finish_reason if end else None,
-            "usage": {"prompt_tokens": end.prompt_tokens, "completion_tokens": end.completion_tokens} if end else None,
-            "citations": {"cited": cited, "invalid": invalid},
-            "context": {
-                "retrieved": len(retrieved.results),
-                "below_min_score": below,
-                "mode": retrieved.mode,
-                "reranked": retrieved.reranked,
-                "used": len(sources),
-                "dropped": dropped,
-                "context_length": info.context_length,
-                "max_tokens": max_tokens,
-                "prompt_tokens_counted": budget.prompt_tokens,
-                "token_counts": token_counts,
-                **({"history": {"sent": len(history), "dropped": len(request.history) - len(history)}}
-                   if request.history else {}),
-            },
-            "timings": _timings(started, retrieval_ms, ttft_ms, retrieved.timings),
-        }
+            source.cited = source.n in cited
+        yield AnswerEvent(Answer(
+            text, self.llm.engine, info.model, grounded=True, sources=sources,
+            finish_reason=generation.finish_reason, usage=generation.usage, cited=cited, invalid_citations=invalid,
+            context=context, timings=_timings(started, retrieval_ms, generation.ttft_ms, retrieved.timings),
+        ))
+
+    async def chat(self, messages: list[dict], max_tokens: int | None = None, temperature: float | None = None
+                   ) -> AsyncIterator[AnswerStreamEvent]:
+        """The engine's model without retrieval (/v1's plain chat), as the same events as `ask`."""
+        generation = _Generation(time.perf_counter())
+        async for token in generation.run(self.llm, messages, max_tokens or self.settings.answer_max_tokens,
+                                          self._temperature(temperature)):
+            yield token
+        yield AnswerEvent(Answer(generation.text, self.llm.engine, self.llm.model,
+                                 finish_reason=generation.finish_reason, usage=generation.usage))
+
+    def _temperature(self, requested: float | None) -> float:
+        return self.settings.answer_temperature if requested is None else requested
 
 
-def _timings(started: float, retrieval_ms: float, ttft_ms: float | None, retrieval_stages: dict) -> dict:
-    return {
-        "retrieval_ms": round(retrieval_ms, 2),
-        "ttft_ms": round(ttft_ms, 2) if ttft_ms is not None else None,
-        "total_ms": round((time.perf_counter() - started) * 1000, 2),
-        "retrieval_stages": retrieval_stages,  # the retriever's embed_ms, search_ms (and rerank_ms)
-    }
+class _Generation:
+    """One run of the engine: its tokens as they come, then what it said about the end."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.parts: list[str] = []
+        self.ttft_ms: float | None = None
+        self.end: StreamEnd | None = None
+
+    async def run(self, llm: LLMClient, messages: list[dict], max_tokens: int, temperature: float
+                  ) -> AsyncIterator[TokenEvent]:
+        async for event in llm.stream_chat(messages, max_tokens=max_tokens, temperature=temperature):
+            if isinstance(event, TokenDelta):
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self.started) * 1000
+                self.parts.append(event.text)
+                yield TokenEvent(event.text)
+            else:
+                self.end = event
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.end.finish_reason if self.end else None
+
+    @property
+    def usage(self) -> Usage | None:
+        return Usage(self.end.prompt_tokens, self.end.completion_tokens) if self.end else None
+
+
+def _timings(started: float, retrieval_ms: float, ttft_ms: float | None, retrieval_stages: dict) -> Timings:
+    return Timings(retrieval_ms, ttft_ms, (time.perf_counter() - started) * 1000, retrieval_stages)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from backend.answers import Answer, AnswerEvent, AnswerStreamEvent
 from backend.errors import AnswerTimeout
 
 log = logging.getLogger(__name__)
@@ -115,9 +117,9 @@ async def next_event(events: AsyncIterator[T]) -> T:
     return await anext(events)
 
 
-async def final_answer(events: AsyncIterator[tuple[str, dict]]) -> dict:
-    """The data of the answer's `done` event (the tokens before it are not needed for a JSON reply)."""
-    async for kind, data in events:
-        if kind == "done":
-            return data
+async def final_answer(events: AsyncIterator[AnswerStreamEvent]) -> Answer:
+    """The answer of the stream's AnswerEvent (the tokens before it are not needed for a JSON reply)."""
+    async for event in events:
+        if isinstance(event, AnswerEvent):
+            return event.answer
     raise RuntimeError("the answer stream ended without a final event")

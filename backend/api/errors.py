@@ -1,7 +1,15 @@
-"""The one place where errors become HTTP responses: always JSON `{"error": {"type", "message"}}`.
+"""The one place where errors become HTTP responses, in one of two dialects.
 
-Two parts: the exception handlers (the AppError family, validation, Starlette's HTTP errors), and
-`ErrorBarrier`, the middleware around the app that
+- `appliance` (every route but /v1): `{"error": {"type", "message"}}`;
+- `openai` (the /v1 routes, for the OpenAI SDKs): `{"error": {"message", "type", "param", "code"}}`, where
+  `type` is OpenAI's class of the status and `code` the appliance's error type.
+
+`error_body` writes an AppError's body in either dialect, `error_response` the whole response (status,
+no-store, the error's own headers) and `send_error` the same straight on the ASGI channel; the exception
+handlers below, the /v1 routes, the request guard and `ErrorBarrier` all use them. Errors raised by the framework rather than the appliance (validation, Starlette's HTTP errors)
+become an `HTTPError` first.
+
+Then `ErrorBarrier`, the middleware around the app that
 
 - answers an unexpected exception with the 500 JSON itself and keeps the connection: Starlette's
   ServerErrorMiddleware re-raises after sending its 500, and uvicorn then drops the keep-alive connection
@@ -16,13 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.api.request_guard import send_error
 from backend.auth import GRANT_SCOPE_KEY, is_operator
 from backend.errors import AppError
 from backend.observability.metrics import record_error
@@ -34,11 +42,75 @@ log = logging.getLogger(__name__)
 MAX_SCRUBBED_BODY = 256 * 1024
 
 
-def error_response(request: Request, status: int, error_type: str, message: str, headers: dict | None = None) -> JSONResponse:
-    record_error(request.scope, error_type)
+Dialect = Literal["appliance", "openai"]
+
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error `type` by HTTP status; the SDKs pick their exception class from the status alone.
+OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                      404: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+                      422: "invalid_request_error"}
+
+
+class HTTPError(AppError):
+    """An error the HTTP layer itself finds (a body that fails validation, an unknown path, a parameter /v1
+    does not support): any status and type, and the request field at fault (`param`, shown in OpenAI's
+    dialect)."""
+
+    def __init__(self, status: int, error_type: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code, self.error_type, self.param, self.headers = status, error_type, param, headers
+
+
+class Unexpected(AppError):
+    """An unexpected exception, as answered: its class name only, the details in the server log."""
+
+
+def unexpected(exc: BaseException, hint: str = "") -> Unexpected:
+    """The 500 answered for `exc`: `unexpected <class>` and a hint where to look."""
+    return Unexpected(f"unexpected {type(exc).__name__}{hint}")
+
+
+def error_body(exc: AppError, dialect: Dialect = "appliance") -> dict:
+    """The JSON error object for `exc` in the given dialect."""
+    if dialect == "openai":
+        status = exc.status_code
+        kind = OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        return {"error": {"message": exc.message, "type": kind, "param": getattr(exc, "param", None),
+                          "code": exc.error_type}}
+    return exc.to_dict()
+
+
+def dialect_of(path: str) -> Dialect:
+    """The error dialect of a path's API: OpenAI's under /v1/, the appliance's elsewhere."""
+    return "openai" if path.startswith(OPENAI_PREFIX) else "appliance"
+
+
+def error_response(request: Request, exc: AppError, dialect: Dialect = "appliance") -> JSONResponse:
+    """`exc` answered: its status, its body in `dialect`, its headers; counted in the metrics, 5xx logged."""
+    if exc.status_code >= 500:
+        log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.status_code, exc.error_type)
+    record_error(request.scope, exc.error_type)
     # Errors must never be cached by a proxy: a retry after the cause is fixed has to reach us.
-    merged = {"Cache-Control": "no-store", **(headers or {})}
-    return JSONResponse({"error": {"type": error_type, "message": message}}, status_code=status, headers=merged)
+    headers = {"Cache-Control": "no-store", **(exc.headers or {})}
+    return JSONResponse(error_body(exc, dialect), status_code=exc.status_code, headers=headers)
+
+
+async def send_error(scope, send, exc: AppError, close: bool = False) -> None:
+    """Answer `exc` straight on the ASGI channel, in the dialect of the path's API (counted in the metrics):
+    for the middleware, which answers outside the routes. `close`: tell the client the connection ends (a
+    body it may still send is not read)."""
+    record_error(scope, exc.error_type)
+    body = json.dumps(error_body(exc, dialect_of(scope["path"]))).encode()
+    headers = [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *((name.lower().encode(), value.encode()) for name, value in (exc.headers or {}).items()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -46,9 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.warning("request failed: %s %s -> %s %s", request.method, request.url.path, exc.status_code, exc.error_type)
-        return error_response(request, exc.status_code, exc.error_type, exc.message, exc.headers)
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -56,22 +126,18 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form"))
             problems.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
-        return error_response(request, 422, "validation_error", "; ".join(problems) or "invalid request")
+        return error_response(request, HTTPError(422, "validation_error", "; ".join(problems) or "invalid request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request, exc.status_code, error_type, str(exc.detail), getattr(exc, "headers", None))
+        return error_response(request, HTTPError(exc.status_code, error_type, str(exc.detail), headers=getattr(exc, "headers", None)))
 
 
 def scrub_error(body: dict, status: int, scope: dict) -> dict:
     """An error body as the caller may see it: credentials masked; for tenants, no internal address in a 5xx."""
     operator = is_operator(scope.get(GRANT_SCOPE_KEY))
     return redact_value(body, redact_text if operator or status < 500 else hide_addresses)
-
-
-class _Internal(AppError):
-    """An unexpected exception, as answered: details only in the server log."""
 
 
 class ErrorBarrier:
@@ -115,8 +181,7 @@ class ErrorBarrier:
             if started:
                 raise  # part of a response went out: only closing the connection can tell the client
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            error = _Internal(f"unexpected {type(exc).__name__}; see the server log (by the response's X-Request-ID)")
-            await send_error(scope, send, error)
+            await send_error(scope, send, unexpected(exc, "; see the server log (by the response's X-Request-ID)"))
 
 
 def _is_json(start: dict) -> bool:

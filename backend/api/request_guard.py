@@ -21,13 +21,11 @@ close the connection: the server would otherwise read and drop the rest of it.
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
-from backend.api.openai_compat import openai_error_body
+from backend.api.errors import send_error
 from backend.auth import GRANT_SCOPE_KEY, OPEN, ApiKeys
 from backend.errors import AppError, FileTooLarge, RequestTooLarge, Unauthorized
-from backend.observability.metrics import record_error
 
 # Room for the multipart framing and the small form fields around the files of an upload.
 MULTIPART_ALLOWANCE = 64 * 1024
@@ -35,7 +33,6 @@ UPLOAD_ROUTES = frozenset({("POST", "/documents")})
 # Paths that answer without a key (GET/HEAD only): they hold no data.
 OPEN_PATHS = frozenset({"/health", "/ready", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPEN_PREFIXES = ("/console/",)
-OPENAI_PREFIX = "/v1/"
 
 
 def is_open(method: str, path: str) -> bool:
@@ -131,26 +128,3 @@ def _too_large(upload: bool, limit: int) -> AppError:
     if upload:
         return FileTooLarge(f"the upload is larger than MAX_UPLOAD_MB ({limit / 1048576:g} MB); nothing was stored")
     return RequestTooLarge(f"the request body is larger than MAX_REQUEST_KB ({limit // 1024} KB)")
-
-
-def error_body(path: str, exc: AppError) -> dict:
-    """The JSON error object for `exc` in the shape of the path's API: OpenAI's under /v1, ours elsewhere."""
-    if path.startswith(OPENAI_PREFIX):
-        return openai_error_body(exc.status_code, exc.message, exc.error_type, getattr(exc, "param", None))
-    return exc.to_dict()
-
-
-async def send_error(scope, send, exc: AppError, close: bool = False) -> None:
-    """Answer `exc` as the JSON error of the path's API, straight on the ASGI channel (counted in the metrics);
-    `close`: tell the client the connection ends (a body it may still send is not read)."""
-    record_error(scope, exc.error_type)
-    body = json.dumps(error_body(scope["path"], exc)).encode()
-    headers = [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *((name.lower().encode(), value.encode()) for name, value in (exc.headers or {}).items()),
-    ]
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from backend.answers import Answer
+
 
 class SearchResult(BaseModel):
     text: str
@@ -84,7 +86,7 @@ class AskSource(BaseModel):
 
 
 class AskOut(BaseModel):
-    """The answer (JSON), or the `data` of the final `done` event of the SSE stream."""
+    """The answer (JSON), or the `data` of the final `done` event of the SSE stream: `Answer.to_dict()`."""
 
     answer: str
     sources: list[AskSource]
@@ -96,6 +98,15 @@ class AskOut(BaseModel):
     citations: dict = Field(description="cited: source numbers cited; invalid: numbers cited that no source has")
     context: dict = Field(description="retrieved, below_min_score, used, dropped chunks, mode, reranked, token budget")
     timings: dict = Field(description="retrieval_ms, ttft_ms, total_ms, retrieval_stages")
+
+    @classmethod
+    def from_answer(cls, answer: Answer) -> AskOut:
+        """The typed answer as the API describes it (a refusal leaves `finish_reason` unset: no engine ran)."""
+        return cls.model_validate(answer.to_dict())
+
+    def body(self) -> dict:
+        """The JSON body: the fields the answer set, nothing filled in."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class JobAccepted(BaseModel):

@@ -13,6 +13,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 STREAM_HEADERS = {**NO_STORE, "X-Accel-Buffering": "no"}
 
 
-def sse_event(event: str, data: Any) -> bytes:
-    """One SSE frame: `event: <event>` and `data: <data as JSON>` (non-ASCII kept as is)."""
+def sse_event(event: str | None, data: Any) -> bytes:
+    """One SSE frame: `event: <event>` and `data: <data as JSON>` (non-ASCII kept as is). Without an event
+    name (OpenAI's streams), only the `data:` line."""
     return format_sse_event(event=event, data_str=json.dumps(data, ensure_ascii=False))

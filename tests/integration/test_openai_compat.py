@@ -253,7 +253,8 @@ def test_the_engine_model_is_plain_chat_only_when_exposed(backend, fake_llm, ser
 
 
 def test_the_history_alternates_user_and_assistant_turns():
-    from backend.api.openai_compat import ChatMessage, split_conversation
+    from backend.api.openai.conversation import split_conversation
+    from backend.api.openai.schemas import ChatMessage
 
     def conversation(*turns):
         return [ChatMessage(role=role, content=text) for role, text in turns]

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 
+from backend import answers
 from backend.api.answer_guard import final_answer, with_deadline
 from backend.errors import AnswerTimeout, LLMBadResponse
 
@@ -25,10 +26,10 @@ class Answer:
             while self.events is None or self.sent < self.events:
                 await asyncio.sleep(self.gap_s)
                 self.sent += 1
-                yield "token", {"text": "x"}
+                yield answers.TokenEvent("x")
             if self.fail:
                 raise self.fail
-            yield "done", {"answer": "x" * self.sent}
+            yield answers.AnswerEvent(answers.Answer("x" * self.sent, "fake", None))
         finally:
             self.closed = True
 
@@ -55,7 +56,7 @@ def test_a_silent_first_step_is_cut_too_and_a_timely_answer_is_untouched():
     assert silent.closed
 
     quick = Answer(gap_s=0.001, events=3)
-    assert run(final_answer(_later(with_deadline, quick(), DEADLINE_S))) == {"answer": "xxx"}
+    assert run(final_answer(_later(with_deadline, quick(), DEADLINE_S))).text == "xxx"
     assert quick.closed
 
     failing = Answer(gap_s=0.001, events=1, fail=LLMBadResponse("the LLM engine (vLLM) failed mid-answer"))

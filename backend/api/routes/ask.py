@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import AsyncIterator, Literal
+from collections.abc import AsyncIterator
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.sse import format_sse_event
 from pydantic import BaseModel, Field
 
+from backend.answers import AnswerEvent, AnswerStreamEvent
 from backend.api.answer_guard import (
     ClientLeft,
     client_left_response,
@@ -21,11 +21,13 @@ from backend.api.answer_guard import (
     with_deadline,
 )
 from backend.api.deps import GrantDep, MetricsDep, RagDep
+from backend.api.errors import error_body, unexpected
 from backend.api.schemas import ERROR_RESPONSES, AskOut
+from backend.api.streaming import NO_STORE, STREAM_HEADERS, sse_event
+from backend.domain import validate_space
 from backend.errors import AppError
 from backend.observability.metrics import Metrics
 from backend.rag import AskRequest
-from backend.domain import validate_space
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ask"])
@@ -34,19 +36,12 @@ router = APIRouter(tags=["ask"])
 class AskBody(BaseModel):
     q: str = Field(..., description="The question.")
     space_id: str = Field(..., description="The space to answer from.")
-    top_k: int = Field(5, description="How many chunks to retrieve (1..50).")
+    top_k: int = Field(5, description="How many chunks to retrieve (1..50); checked by RagService.ask.")
     stream: bool = Field(False, description="Answer as Server-Sent Events (also when Accept: text/event-stream).")
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer, in tokens.")
     temperature: float | None = Field(None, ge=0, le=2)
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(None, description="Retrieval mode; default SEARCH_MODE.")
     rerank: bool | None = Field(None, description="Rerank with RERANK_MODEL; default: when one is configured.")
-
-
-def _sse(event: str, data: dict) -> bytes:
-    return format_sse_event(event=event, data_str=json.dumps(data, ensure_ascii=False))
-
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 # One Server-Sent Event of the answer stream.
@@ -85,9 +80,10 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     try:
         if not wants_stream:
-            data = await until_disconnect(request, final_answer(events))
-            metrics.observe_answer(data)
-            return JSONResponse(data, headers=NO_STORE)
+            answer = await until_disconnect(request, final_answer(events))
+            body = AskOut.from_answer(answer).body()
+            metrics.observe_answer(body)
+            return JSONResponse(body, headers=NO_STORE)
         # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
         # its real status code as JSON instead of a 200 stream carrying an error.
         first = await until_disconnect(request, next_event(events))
@@ -96,27 +92,34 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     finally:
         if not wants_stream:
             await close(events)
-    return StreamingResponse(_stream(first, events, metrics), media_type="text/event-stream", headers={**NO_STORE, "X-Accel-Buffering": "no"})
+    return StreamingResponse(_stream(first, events, metrics), media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 async def _stream(
-    first: tuple[str, dict], events: AsyncIterator[tuple[str, dict]], metrics: Metrics
+    first: AnswerStreamEvent, events: AsyncIterator[AnswerStreamEvent], metrics: Metrics
 ) -> AsyncIterator[bytes]:
     try:
-        yield _sse(*first)
-        async for kind, data in events:
-            if kind == "done":
-                metrics.observe_answer(data)
-            yield _sse(kind, data)
+        yield _sse(first, metrics)
+        async for event in events:
+            yield _sse(event, metrics)
     except AppError as exc:
         log.warning("answer stream failed after it started: %s", exc.error_type)
         metrics.observe_error(exc.error_type)
-        yield _sse("error", exc.to_dict())
+        yield sse_event("error", error_body(exc))
     except Exception as exc:  # the stream has started: the status cannot change any more, so say it in-band
         log.exception("answer stream failed")
         metrics.observe_error("internal_error")
-        yield _sse("error", {"error": {"type": "internal_error", "message": f"unexpected {type(exc).__name__}"}})
+        yield sse_event("error", error_body(unexpected(exc)))
     finally:
         # A client that disconnects closes this generator: close the engine's stream too, so it stops
         # generating tokens nobody will read.
         await events.aclose()
+
+
+def _sse(event: AnswerStreamEvent, metrics: Metrics) -> bytes:
+    """A `token` event, or the `done` event with the answer's JSON (observed in the metrics)."""
+    if isinstance(event, AnswerEvent):
+        body = AskOut.from_answer(event.answer).body()
+        metrics.observe_answer(body)
+        return sse_event("done", body)
+    return sse_event("token", {"text": event.text})

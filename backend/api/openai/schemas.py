@@ -1,0 +1,145 @@
+"""What the /v1 routes take and give: OpenAI's request bodies (and the parameters refused), and the responses
+documented in /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.api.openai.errors import unsupported
+from backend.api.schemas import AskSource
+
+
+# -- documented responses -------------------------------------------------------------------------------------
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error | authentication_error | permission_error | server_error")
+    param: str | None = Field(None, description="The request field at fault, when one is.")
+    code: str | None = Field(None, description="The appliance's error type (llm_unavailable, ...) or model_not_found.")
+
+
+class OpenAIErrorOut(BaseModel):
+    error: OpenAIErrorBody
+
+
+class ModelOut(BaseModel):
+    id: str = Field(description="rag/<space>, or the engine's model (OPENAI_EXPOSE_ENGINE_MODEL).")
+    object: Literal["model"]
+    created: int = Field(description="Unix time the space's first document was indexed (0: unknown).")
+    owned_by: str = Field(description="rag-appliance for spaces, the engine's name for its model.")
+
+
+class ModelListOut(BaseModel):
+    object: Literal["list"]
+    data: list[ModelOut]
+
+
+class CompletionMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+    refusal: None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: CompletionMessage
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionOut(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+    sources: list[AskSource] = Field(description="Extension: the sources the answer's [n] refer to (as in POST /ask).")
+    rag: dict[str, Any] | None = Field(
+        None, description="Extension (rag/<space> models): engine, model, grounded, citations, context, timings (as in POST /ask)."
+    )
+
+
+SSE_CHUNK = {"type": "string", "description": "`data: <chat.completion.chunk JSON>` lines, then `data: [DONE]`"}
+ERROR_STATUSES = (400, 401, 403, 404, 500, 502, 503, 504)
+V1_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": OpenAIErrorOut} for code in ERROR_STATUSES}
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **V1_ERRORS,
+    200: {"model": ChatCompletionOut, "content": {"text/event-stream": {"schema": SSE_CHUNK}},
+          "description": "A chat.completion, or chat.completion.chunk Server-Sent Events when `stream` is true."},
+}
+
+
+# -- request bodies -------------------------------------------------------------------------------------------
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class RagOptions(BaseModel):
+    """Extension (`extra_body={"rag": {...}}` in the SDK): retrieval knobs of `POST /ask` and the footer."""
+
+    top_k: int = Field(5, description="Chunks to retrieve (1..50, as on POST /ask; checked by RagService.ask).")
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(None, description="Retrieval mode; default SEARCH_MODE.")
+    rerank: bool | None = Field(None, description="Rerank with RERANK_MODEL; default: when one is configured.")
+    sources_footer: bool = Field(True, description="Append a readable 'Sources:' list of the cited sources to the answer.")
+
+
+class ChatCompletionBody(BaseModel):
+    """OpenAI's chat completion request; the parameters this server cannot honour are refused (400)."""
+
+    model_config = ConfigDict(extra="allow")  # front ends send fields of their own: ignored
+
+    model: str = Field(..., description="`rag/<space>`, or the engine's model when OPENAI_EXPOSE_ENGINE_MODEL is on.")
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768, description="Wins over max_tokens.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    n: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    rag: RagOptions | None = Field(None, description="Extension: retrieval knobs and the sources footer.")
+
+    def check_supported(self) -> None:
+        """Refuse (400 unsupported_parameter) what this server cannot do: several choices, tools, logprobs,
+        structured output, audio, predicted outputs."""
+        if self.n not in (None, 1):
+            raise unsupported("n", "n other than 1")
+        if self.tools or self.functions:
+            raise unsupported("tools" if self.tools else "functions", "Tool and function calling")
+        if self.tool_choice not in (None, "none", "auto") or self.function_call not in (None, "none", "auto"):
+            raise unsupported("tool_choice" if self.tool_choice not in (None, "none", "auto") else "function_call", "Tool choice")
+        if self.logprobs or self.top_logprobs:
+            raise unsupported("logprobs" if self.logprobs else "top_logprobs", "logprobs")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise unsupported("response_format", f"response_format {self.response_format.get('type')!r}")
+        if self.modalities and set(self.modalities) != {"text"} or self.audio is not None:
+            raise unsupported("modalities" if self.audio is None else "audio", "Audio output")
+        if self.prediction is not None:
+            raise unsupported("prediction", "Predicted outputs")
