@@ -13,8 +13,8 @@ import hmac
 from dataclasses import dataclass
 
 from backend.errors import Forbidden, Unauthorized
+from backend.settings import ALL_SPACES, api_key_entries
 
-ALL_SPACES = "*"
 # Where the request guard leaves the caller's Grant in the ASGI scope; None there: an anonymous caller of an
 # open path (a probe, the console's files).
 GRANT_SCOPE_KEY = "backend.grant"
@@ -58,21 +58,9 @@ class ApiKeys:
     @classmethod
     def parse(cls, spec: str) -> "ApiKeys":
         """Parse `key=space1|space2,key2=*`; ValueError (without the keys in it) when malformed."""
-        entries = []
-        for n, item in enumerate((part.strip() for part in spec.split(",")), 1):
-            if not item:
-                continue
-            key, sep, spaces = item.partition("=")
-            key, spaces = key.strip(), spaces.strip()
-            if not sep or not key or not spaces:
-                raise ValueError(f"API_KEYS entry {n} is not 'key=space1|space2' or 'key=*'")
-            if len(key) < 16:
-                raise ValueError(f"API_KEYS entry {n}: the key is shorter than 16 characters")
-            names = frozenset(s.strip() for s in spaces.split("|") if s.strip())
-            entries.append((key.encode(), None if ALL_SPACES in names else names))
-        if len({k for k, _ in entries}) != len(entries):
-            raise ValueError("API_KEYS lists the same key twice")
-        return cls(tuple(entries))
+        return cls(tuple(
+            (key.encode(), None if ALL_SPACES in spaces else spaces) for key, spaces in api_key_entries(spec)
+        ))
 
     def authenticate(self, authorization: str | None) -> Grant:
         """The grant of the request's `Authorization: Bearer <key>`; Unauthorized when missing or unknown."""

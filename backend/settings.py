@@ -2,7 +2,8 @@
 
 Read once (from the environment and an env file) by the entry points — `python -m backend`,
 `python -m cli.index_cli`, `python -m cli.bench` — and passed down. No other module reads
-`os.environ`.
+`os.environ`. This module imports nothing of the app: what a knob's value may be is written here, so a bad
+value fails when the settings are read, before any component is built.
 """
 
 from __future__ import annotations
@@ -20,6 +21,39 @@ DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 # The second dense vector for questions in another language than the documents (issue 23, docs/retrieval.md):
 # USE multilingual is the best packaged model across languages, pure numpy and ~2 ms a query.
 DEFAULT_CROSS_LANGUAGE_MODEL = "universal-sentence-encoder-multilingual"
+# BM25_LANGUAGE: auto and none, or an analyser the BM25 encoder builds (backend/retrieval/sparse.py): its own
+# `neutral` one, or one of the languages the engine (qdrant-edge's BM25) stems, by name or by the engine's
+# two-letter code. tests/unit/test_sparse.py checks this list against the engine.
+BM25_LANGUAGES = frozenset({
+    "auto", "none", "neutral",
+    "arabic", "azerbaijani", "basque", "bengali", "catalan", "chinese", "danish", "dutch", "english", "finnish",
+    "french", "german", "greek", "hebrew", "hinglish", "hungarian", "indonesian", "italian", "japanese", "kazakh",
+    "nepali", "norwegian", "portuguese", "romanian", "russian", "slovene", "spanish", "swedish", "tajik", "turkish",
+    "ar", "az", "bn", "ca", "da", "de", "el", "en", "es", "eu", "fi", "fr", "he", "hu", "id", "it", "jp", "kk", "ne",
+    "nl", "no", "pt", "ro", "ru", "sl", "sv", "tg", "tr", "zh",
+})
+# API_KEYS: `key=space1|space2` entries, `*` as the spaces granting them all; keys at least this long.
+ALL_SPACES = "*"
+MIN_API_KEY_CHARS = 16
+
+
+def api_key_entries(spec: str) -> list[tuple[str, frozenset[str]]]:
+    """The (key, spaces) entries of an API_KEYS value (`key=space1|space2,key2=*`; empty: none). A malformed
+    entry is a ValueError naming its position, never the key (the message reaches logs and terminals)."""
+    entries = []
+    for n, item in enumerate((part.strip() for part in spec.split(",")), 1):
+        if not item:
+            continue
+        key, sep, spaces = item.partition("=")
+        key, spaces = key.strip(), spaces.strip()
+        if not sep or not key or not spaces:
+            raise ValueError(f"API_KEYS entry {n} is not 'key=space1|space2' or 'key=*'")
+        if len(key) < MIN_API_KEY_CHARS:
+            raise ValueError(f"API_KEYS entry {n}: the key is shorter than {MIN_API_KEY_CHARS} characters")
+        entries.append((key, frozenset(s.strip() for s in spaces.split("|") if s.strip())))
+    if len({key for key, _ in entries}) != len(entries):
+        raise ValueError("API_KEYS lists the same key twice")
+    return entries
 
 
 class Settings(BaseSettings):
@@ -214,19 +248,17 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: SecretStr) -> SecretStr:
-        from backend.auth import ApiKeys
-
-        ApiKeys.parse(value.get_secret_value())  # a malformed entry fails at start, naming its position only
+        api_key_entries(value.get_secret_value())  # a malformed entry fails at start, naming its position only
         return value
 
     @field_validator("bm25_language")
     @classmethod
     def _check_bm25_language(cls, value: str) -> str:
         value = value.strip().lower()
-        if value not in ("auto", "none"):
-            from backend.retrieval.sparse import Bm25Encoder  # the engine's own list of analysers decides
-
-            Bm25Encoder(language=value)
+        if value not in BM25_LANGUAGES:  # in the words the engine uses for a language it does not know
+            raise ValueError(
+                f'BM25_LANGUAGE={value!r}: unsupported language: "{value}" (use auto, none or a language the engine stems)'
+            )
         return value
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ import sys
 import time
 
 from backend.errors import EXIT_USAGE, AppError, exit_code_for
-from backend.retrieval.embedder import create_embedder
+from backend.retrieval.embedders.registry import create_embedder
 from backend.settings import load_settings
 
 

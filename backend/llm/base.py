@@ -11,7 +11,7 @@ Any reply that is not what the engine's API promises (not JSON, wrong shapes, an
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Union
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
@@ -29,7 +29,6 @@ class ModelInfo:
     engine: str  # "vllm" | "ollama"
     model: str
     context_length: int  # tokens the engine accepts for prompt + answer (vLLM max_model_len, Ollama num_ctx)
-    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

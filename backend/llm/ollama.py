@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncGenerator, AsyncIterator, Awaitable, Callable, TypeVar, cast
 
 import httpx
 import ollama
@@ -128,10 +128,12 @@ class OllamaClient:
             "temperature": temperature,
         }
 
-        async def start() -> tuple[AsyncIterator[ollama.ChatResponse], ollama.ChatResponse]:
-            stream = await self._client.chat(
+        async def start() -> tuple[AsyncGenerator[ollama.ChatResponse, None], ollama.ChatResponse]:
+            # The SDK declares an AsyncIterator; what it returns is an async generator, whose aclose() ends the
+            # HTTP response at once.
+            stream = cast(AsyncGenerator[ollama.ChatResponse, None], await self._client.chat(
                 model=self.model, messages=messages, stream=True, keep_alive=self.keep_alive, options=options
-            )
+            ))
             try:
                 # The SDK sends the request on the first iteration: this is where a refused connection shows.
                 return stream, await anext(stream)
@@ -199,20 +201,7 @@ class OllamaClient:
                 "set OLLAMA_MODEL to a chat model"
             ), quiet)
         own = _model_context_length(dict(shown.modelinfo or {}))
-        details = shown.details
-        return ModelInfo(
-            engine=ENGINE,
-            model=self.model,
-            context_length=min(self.num_ctx, own) if own else self.num_ctx,
-            details={
-                "model_context_length": own,
-                "num_ctx_setting": self.num_ctx,
-                "family": details.family if details else None,
-                "parameter_size": details.parameter_size if details else None,
-                "quantization_level": details.quantization_level if details else None,
-                "capabilities": capabilities,
-            },
-        )
+        return ModelInfo(engine=ENGINE, model=self.model, context_length=min(self.num_ctx, own) if own else self.num_ctx)
 
     async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]], *, retries: int, quiet: bool = False) -> T:
         """`call()`, repeated after `RETRY_BACKOFF_S` when it failed before Ollama answered anything."""

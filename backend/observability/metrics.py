@@ -36,7 +36,7 @@ class EmbedWorkerCrashes:
     exported (0 until the first incident), so an alert on increase() works from the start."""
 
     def collect(self):
-        from backend.retrieval.embed_worker import ROLES, crash_counts  # here: no import cycle, no cost at import
+        from backend.retrieval.embedders.worker import ROLES, crash_counts  # here: no import cycle, no cost at import
 
         counts = crash_counts()
         family = CounterMetricFamily(

@@ -1,6 +1,6 @@
 """Weighted Distribution-Based Score Fusion of several result lists, for cross-language queries.
 
-The engine fuses hybrid queries itself (DBSF or weighted RRF, store.py), but its DBSF takes no weights,
+The engine fuses hybrid queries itself (DBSF or weighted RRF, stores/qdrant_layout.py), but its DBSF takes no weights,
 and the cross-language search needs them: measured on the multilingual golden set (docs/retrieval.md),
 BM25 must count for a fifth of a dense list there, since across languages it shares no term with the
 answer and only brings same-language distractors. So the lists of a cross-language query are fetched in

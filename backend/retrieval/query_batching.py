@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.retrieval.embedder import Embedder
+from backend.retrieval.embedders.base import Embedder
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 from backend.errors import InvalidRequest, SpaceNotFound
 from backend.domain import validate_space
 from backend.retrieval.index import DocumentIndex
-from backend.retrieval.embedder import Embedder
+from backend.retrieval.embedders.base import Embedder
 from backend.retrieval.fusion import weighted_dbsf
 from backend.retrieval.languages import LanguageMixCache, split_languages, wants_cross
 from backend.retrieval.rerank import Reranker

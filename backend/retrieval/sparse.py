@@ -131,12 +131,8 @@ def _analyzer(name: str, k: float, b: float, avg_len: float) -> qe.Bm25:
         config = qe.Bm25Config(k=k, b=b, avg_len=avg_len, language=name)
     try:
         return qe.Bm25(config)
-    except ValueError as exc:  # settings validate BM25_LANGUAGE with this very constructor
+    except ValueError as exc:  # settings check BM25_LANGUAGE against their list of these (BM25_LANGUAGES)
         raise ValueError(f"BM25_LANGUAGE={name!r}: {exc} (use auto, none or a language the engine stems)") from exc
-
-
-def _vec(sparse: qe.SparseVector) -> SparseVec:
-    return SparseVec(list(sparse.indices), list(sparse.values))
 
 
 def _merge(vectors: Iterable[qe.SparseVector], extra: dict[int, float]) -> SparseVec:

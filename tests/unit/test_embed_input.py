@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.retrieval.embedder import PassLock, clean_text, fit_to_tokens
-from backend.retrieval.packaged_embedders import E5_CODE_POINTS_PER_BYTE, _read_e5_vocabulary, engine_safe_table
+from backend.retrieval.embedders.base import PassLock, clean_text, fit_to_tokens
+from backend.retrieval.embedders.multilingual_e5 import E5_CODE_POINTS_PER_BYTE, _read_e5_vocabulary, engine_safe_table
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backend.rag import CROSS_AGREEMENT_MARGIN, relevant_hits
-from backend.retrieval.embedder import relevance_floor
+from backend.retrieval.embedders.registry import relevance_floor
 
 E5 = relevance_floor("intfloat/multilingual-e5-small")
 USE = relevance_floor("universal-sentence-encoder-multilingual")

