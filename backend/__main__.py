@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         # up to SHUTDOWN_TIMEOUT_S, then runs the lifespan's shutdown (store closed cleanly).
         uvicorn.run(
             create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            # uvicorn annotates this int, but hands it to asyncio.wait_for, which takes any seconds (0.5 too).
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type]
             # Logging is configured above (JSON lines with request ids); the access line is our middleware's.
             log_config=None, access_log=False,
         )

@@ -124,6 +124,21 @@ def score_ranking(answered: list[set[int]], n_answers: int, ks: tuple[int, ...])
 
 
 Search = Callable[[str, str, int], list[dict]]  # (question, mode, depth) -> results with path and text
+Subset = Callable[[dict], bool]  # which per-question rows a summary or a table covers
+
+
+def _every_row(row: dict) -> bool:
+    return True
+
+
+def _field_is(subset: Subset, key: str, value: object) -> Subset:
+    """The rows `subset` keeps whose field `key` is `value`."""
+    return lambda row: subset(row) and row[key] == value
+
+
+def _tagged(subset: Subset, tag: str) -> Subset:
+    """The rows `subset` keeps that carry `tag`."""
+    return lambda row: subset(row) and tag in row["tags"]
 
 
 @dataclass
@@ -174,7 +189,7 @@ def pair_table(reports: list[ModeReport], ks: tuple[int, ...], pairs: list[str],
     """MRR per question language → document language (how cross-language retrieval fares)."""
     lines = ["| mode | " + " | ".join(pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
     for rep in reports:
-        cells = [rep.summary(ks, lambda r, p=p: subset(r) and r["pair"] == p)["mrr"] for p in pairs]
+        cells = [rep.summary(ks, _field_is(subset, "pair", p))["mrr"] for p in pairs]
         lines.append(f"| {rep.mode} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(lines)
 
@@ -185,7 +200,7 @@ def print_tables(reports: list[ModeReport], ks: tuple[int, ...], tags: list[str]
     print(markdown_table(reports, ks, subset))
     for tag in tags:
         print(f"\n### tag: {tag}\n")
-        print(markdown_table(reports, ks, lambda r, t=tag: subset(r) and t in r["tags"]))
+        print(markdown_table(reports, ks, _tagged(subset, tag)))
     if len(pairs) > 1:
         print("\n### MRR by question language → document language\n")
         print(pair_table(reports, ks, pairs, subset))
@@ -367,15 +382,15 @@ def main(argv: list[str] | None = None) -> int:
         for split in splits:
             n = sum(q.split == split for q in questions)
             print(f"\n## split: {split} ({n} questions)\n")
-            print_tables(reports, ks, tags, pairs, lambda r, s=split: r["split"] == s)
+            print_tables(reports, ks, tags, pairs, _field_is(_every_row, "split", split))
     out = args.out or Path("eval/results") / f"{args.golden.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def summaries(r: ModeReport, subset=lambda row: True) -> dict:
         return {
             "overall": r.summary(ks, subset),
-            "by_tag": {t: r.summary(ks, lambda row, t=t: subset(row) and t in row["tags"]) for t in tags},
-            "by_language_pair": {p: r.summary(ks, lambda row, p=p: subset(row) and row["pair"] == p) for p in pairs},
+            "by_tag": {t: r.summary(ks, _tagged(subset, t)) for t in tags},
+            "by_language_pair": {p: r.summary(ks, _field_is(subset, "pair", p)) for p in pairs},
         }
 
     out.write_text(json.dumps({
@@ -384,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         "modes": {
             r.mode: {
                 **summaries(r),
-                "by_split": {s: summaries(r, lambda row, s=s: row["split"] == s) for s in splits},
+                "by_split": {s: summaries(r, _field_is(_every_row, "split", s)) for s in splits},
                 "median_search_ms": round(sorted(r.search_ms)[len(r.search_ms) // 2], 2),
                 "questions": r.per_question,
             }

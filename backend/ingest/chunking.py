@@ -32,12 +32,30 @@ _WINDOW_CUTS = ("\n\n", "\n", ". ", "。", " ", "\t")
 RECOUNT_BATCH = 256
 
 
+class Encoding(Protocol):
+    """What chunking reads of a `tokenizers.Encoding`: the token ids and each token's character span."""
+
+    @property
+    def ids(self) -> list[int]: ...
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]: ...
+
+
 class Tokenizer(Protocol):
     """What chunking needs from a `tokenizers.Tokenizer` (the fast tokenizer behind every HF model)."""
 
-    def encode(self, sequence: str, add_special_tokens: bool = ...): ...
+    def encode(self, sequence: str, /, *, add_special_tokens: bool = ...) -> Encoding:
+        """The tokens of one text."""
+        ...
 
-    def encode_batch(self, inputs: list[str], add_special_tokens: bool = ...): ...
+    def encode_batch(self, inputs: list[str], /, *, add_special_tokens: bool = ...) -> Sequence[Encoding]:
+        """The tokens of each text, in one call."""
+        ...
+
+    def to_str(self) -> str:
+        """The tokenizer as JSON (how a parse worker process gets the same tokenizer)."""
+        ...
 
 
 class Chunker:

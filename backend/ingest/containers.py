@@ -135,7 +135,9 @@ class _PrologCheck:
         from lxml import etree
 
         self._name, self._part = name, part
-        self._parser = etree.XMLParser(
+        # types-lxml's ParserTarget protocol asks for every callback (comment, pi, start_ns...), which lxml
+        # itself treats as optional: it calls only those the target has.
+        self._parser = etree.XMLParser(  # type: ignore[call-overload]
             target=_PrologTarget(name, part), resolve_entities=False, load_dtd=False, no_network=True
         )
         self._done = False

@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from backend.errors import AppError, CorruptDocument, DocumentTooLarge, EmptyDocument, ParseTimeout
 from backend.domain import Chunk
@@ -52,6 +53,9 @@ MIN_INFLATE_BYTES = 2 * MB
 WORKER_START_S = 60.0
 # Modules the fork server imports once, so that each worker starts with them loaded.
 PRELOAD = ["backend.ingest.isolation", "pypdf", "docx", "lxml.etree", "bs4", "markdown_it", "charset_normalizer", "tokenizers"]
+
+# What a worker answers for one file: ("ok", chunks, reusable) or ("error", (error class, message), reusable).
+_Reply = tuple[Literal["ok"], list[Chunk], bool] | tuple[Literal["error"], tuple[type[AppError], str], bool]
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,7 @@ def _serve(conn, spec: _ChunkerSpec, limits: ParseLimits) -> None:
             return
         data, name = job
         reusable = True
+        reply: _Reply
         try:
             reply = ("ok", parse_and_chunk(data, name, chunker, limits), True)
         except AppError as exc:

@@ -82,7 +82,7 @@ def _sections_by_headings(blocks: list[tuple[str | None, str]]) -> list[Section]
 class TextParser:
     """Plain text: one section."""
 
-    extensions = (".txt", ".text", ".log", ".csv", ".rst")
+    extensions: tuple[str, ...] = (".txt", ".text", ".log", ".csv", ".rst")
 
     def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         text = decode_text(data, name)
@@ -96,7 +96,7 @@ class MarkdownParser:
     Each section keeps its heading path ("Install > Docker"), so chunks know where they came from.
     """
 
-    extensions = (".md", ".markdown", ".mdx")
+    extensions: tuple[str, ...] = (".md", ".markdown", ".mdx")
 
     def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         from markdown_it import MarkdownIt
@@ -127,7 +127,7 @@ class MarkdownParser:
 class HtmlParser:
     """HTML: visible text (scripts, styles, navigation dropped), split at h1-h6."""
 
-    extensions = (".html", ".htm", ".xhtml")
+    extensions: tuple[str, ...] = (".html", ".htm", ".xhtml")
 
     def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         from bs4 import BeautifulSoup
@@ -166,7 +166,7 @@ class HtmlParser:
 class PdfParser:
     """PDF through pypdf: one section per page, page numbers (1-based) kept."""
 
-    extensions = (".pdf",)
+    extensions: tuple[str, ...] = (".pdf",)
 
     def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         from pypdf import PdfReader, apply_configuration, get_configuration
@@ -237,7 +237,7 @@ class _TextBudget:
 class DocxParser:
     """Word documents through python-docx: split at Heading styles, tables read row by row."""
 
-    extensions = (".docx",)
+    extensions: tuple[str, ...] = (".docx",)
 
     def parse(self, data: bytes, name: str, limit: int = DEFAULT_EXTRACT_LIMIT) -> list[Section]:
         check_docx(data, name, limit)

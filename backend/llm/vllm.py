@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator
+from typing import AsyncIterator, cast
 
 import httpx
 import httpx2  # the openai SDK's transport: mid-stream failures surface as its exceptions
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from backend.errors import LLMBadResponse, LLMError, LLMModelNotFound, LLMTimeout, LLMUnavailable
 from backend.llm.base import CONNECT_TIMEOUT_S, RETRY_ATTEMPTS, Message, ModelInfo, StreamEnd, TokenDelta, public_detail
@@ -159,7 +160,9 @@ class VllmClient:
         info = await self.model_info()
         request = self._client.chat.completions.with_streaming_response.create(
             model=info.model,
-            messages=messages,
+            # Our messages are {"role": system | user | assistant, "content": text}: the SDK's typed dicts of
+            # those roles, which mypy cannot see through a dict[str, str].
+            messages=cast(list[ChatCompletionMessageParam], messages),
             max_tokens=max_tokens,
             temperature=temperature,
             stream=True,

@@ -112,6 +112,9 @@ def cap_lines(limit_for_path: Callable[[str], int]) -> Callable[[httpx.Response]
         if encoding not in ("", "identity"):
             await response.aclose()
             raise ReplyTooLarge(f"a compressed reply ({encoding}) though identity was asked")
-        response.stream = _LineCappedStream(response.stream, limit_for_path(response.request.url.path))
+        stream = response.stream
+        if not isinstance(stream, httpx.AsyncByteStream):  # the hook is async: only an AsyncClient runs it
+            raise TypeError(f"cap_lines needs an httpx.AsyncClient, got a {type(stream).__name__} body")
+        response.stream = _LineCappedStream(stream, limit_for_path(response.request.url.path))
 
     return hook
