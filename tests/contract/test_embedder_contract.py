@@ -11,7 +11,7 @@ from backend.retrieval.embedders import catalogue
 from backend.retrieval.embedders.registry import BACKENDS, ENGINES, create_embedder
 from backend.retrieval.embedders.sentence_transformer import OnnxEmbedder, SentenceTransformerEmbedder
 from backend.settings import Settings
-from tests.conftest import MINILM
+from tests.support.components import MINILM
 
 # Every name (aliases included) of the catalogued models that run on an engine of their own.
 ENGINE_MODEL_NAMES = sorted(name for record in catalogue.CATALOGUE if record.engine in ENGINES for name in record.names)

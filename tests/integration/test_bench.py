@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cli import bench
-from tests.conftest import MINILM
+from tests.support.components import MINILM
 
 
 @pytest.fixture(autouse=True)

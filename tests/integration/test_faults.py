@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
 from backend.services import build_services
-from tests.conftest import server_store_or_none
+from tests.support.components import server_store_or_none
 from tests.support.ollama_server import FakeModel, FakeOllama
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
 from tests.support.http_api import sse_events

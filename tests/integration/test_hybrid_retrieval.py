@@ -11,7 +11,7 @@ import pytest
 
 from backend.errors import InvalidRequest
 from backend.services import build_services
-from tests.conftest import server_store_or_none
+from tests.support.components import server_store_or_none
 
 SERVICES = ["billing", "search", "auth", "export", "import", "mailer", "scheduler", "reports", "gateway", "storage"]
 CODES = [f"ERR-{4000 + 317 * i}" for i in range(len(SERVICES))]

@@ -8,7 +8,7 @@ from backend.errors import DocumentNotFound, StoreUnavailable
 from backend.domain import STAGING_PREFIX
 from backend.retrieval.stores.base import Filter
 from backend.services import build_services
-from tests.conftest import server_store_or_none
+from tests.support.components import server_store_or_none
 from tests.support.docs_factory import make_pdf
 
 LONG = " ".join(f"Paragraph {i}: the appliance stores chunk {i} of the handbook with its page number." for i in range(80))

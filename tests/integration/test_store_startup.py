@@ -17,7 +17,7 @@ from backend.app import create_app
 from backend.errors import StoreLocked
 from backend.retrieval.stores import registry as store_module
 from backend.retrieval.stores.edge import EdgeStore
-from tests.conftest import server_store_or_none
+from tests.support.components import server_store_or_none
 from tests.support.ports import closed_port
 
 

@@ -14,6 +14,9 @@ layer above; the entries of a layer marked independent may not import each other
 retrieval know nothing of one another; settings and errors import nothing of the app). Each module belongs to
 the entry that names the longest prefix of it (`pkg.__init__` names the package's own __init__ alone), and every
 module must belong to one, so that a new package gets its place in the table instead of escaping the check.
+
+The tests have one rule of their own: no module imports a test module or a conftest (helpers shared by several test
+modules live in tests/support/, fixtures in a conftest.py, where pytest finds them without an import).
 """
 
 from __future__ import annotations
@@ -74,10 +77,14 @@ def layer_entry(module: str) -> tuple[int, str] | None:
     return found
 
 
-def imports_of(importer: str, imported: str) -> str:
+def imports_in(g: grimp.ImportGraph, importer: str, imported: str) -> str:
     """Where `importer` imports `imported`: `line N: statement`, one per import statement."""
-    details = graph().get_import_details(importer=importer, imported=imported)
+    details = g.get_import_details(importer=importer, imported=imported)
     return "; ".join(f"line {d['line_number']}: {d['line_contents']}" for d in details)
+
+
+def imports_of(importer: str, imported: str) -> str:
+    return imports_in(graph(), importer, imported)
 
 
 def direct_imports() -> list[tuple[str, str]]:
@@ -189,6 +196,17 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
             continue
         violations.append(f"{importer} -> {imported}: {why}\n    {imports_of(importer, imported)}")
     assert not violations, "imports against the layers (tests/unit/test_import_graph.py LAYERS):\n" + "\n".join(violations)
+
+
+def test_no_test_module_is_imported():
+    tests = grimp.build_graph("tests", cache_dir=None)
+    imports = [
+        f"{importer} imports {imported} ({imports_in(tests, importer, imported)})"
+        for importer in sorted(tests.modules)
+        for imported in sorted(tests.find_modules_directly_imported_by(importer))
+        if imported.rsplit(".", 1)[-1].startswith("test_") or imported.rsplit(".", 1)[-1] == "conftest"
+    ]
+    assert not imports, "move what is shared into tests/support/ (fixtures into a conftest.py):\n" + "\n".join(imports)
 
 
 @pytest.mark.parametrize("module", ["backend.settings", "backend.errors"])
