@@ -3,57 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
-from backend.api.request_guard import RequestGuard
-from backend.auth import ApiKeys
-from backend.api.routes import ask, documents, health, jobs, search, spaces
 from backend.api import openai
-from backend.api.routes.console import install_console
+from backend.api.deps import Serving
 from backend.api.errors import ErrorBarrier, install_error_handlers
+from backend.api.request_guard import RequestGuard
+from backend.api.routes import ask, documents, health, jobs, search, spaces
+from backend.api.routes.console import install_console
+from backend.auth import ApiKeys
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.llm.base import LLMClient
+from backend.llm.registry import create_llm_client
 from backend.observability.metrics import Metrics
 from backend.observability.request_context import RequestContext
-from backend.llm.registry import create_llm_client
-from backend.rag import RagService
-from backend.retrieval.embedder import create_embedder
-from backend.services import Services, build_services
+from backend.retrieval.embedders.base import Embedder
+from backend.retrieval.embedders.registry import create_embedder
+from backend.runtime import Runtime, build_runtime
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _register(settings: Settings) -> None:
-    """Tell CLIs on this machine where we serve (they cannot open the embedded store while we hold it)."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registration = {"url": f"http://{host}:{settings.port}", "pid": os.getpid()}
-    settings.backend_registration_file.write_text(json.dumps(registration))
-
-
-def _unregister(settings: Settings) -> None:
-    path = settings.backend_registration_file
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 # While a Qdrant server cannot be reached at start, how often the backend tries again (it serves unready meanwhile).
 STORE_RETRY_S = 5.0
 
 
-def create_app(settings: Settings, services: Services | None = None, llm: LLMClient | None = None) -> FastAPI:
-    """Build the app. `services` and `llm` may be given (tests); otherwise the lifespan builds and closes them.
+def create_app(settings: Settings, runtime: Runtime | None = None, llm: LLMClient | None = None) -> FastAPI:
+    """Build the app. `runtime` and `llm` may be given (tests); otherwise the lifespan builds and closes them.
+
+    A given runtime is served through `Runtime.borrow`: with this app's settings, LLM client, jobs and metrics,
+    and left open at shutdown (its owner closes it).
 
     With a Qdrant server (QDRANT_URL) that cannot be reached at start, the backend still starts: alive
     (/health 200), not ready (/ready 503), data endpoints 503 `store_unavailable`, and it connects as soon as
@@ -61,48 +46,51 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
     store has no such wait: a problem there (a lock held, a full disk) stops the start with its error.
     """
 
-    def serve(app: FastAPI, svc: Services, client: LLMClient, owned: bool) -> None:
-        if owned and svc.store.kind == "edge":
-            _register(settings)
-        svc.optimizer.start()
-        app.state.jobs = jobs.start_job_worker(settings, svc, app.state.metrics)
-        app.state.rag = RagService(svc.retriever, client, settings)
-        app.state.services = svc
-        app.state.not_ready = None
-        app.state.metrics.set_info(__version__, client.engine, svc.embedder.name, svc.store.kind)
-        log.info("serving: store=%s embedder=%s llm=%s", svc.store.kind, svc.embedder.name, client.engine)
+    def serve(app: FastAPI, rt: Runtime, owned: bool) -> None:
+        serving: Serving = app.state.serving
+        if owned and rt.store.kind == "edge":
+            rt.advertise()
+        rt.start()
+        serving.runtime, serving.not_ready = rt, None
+        app.state.metrics.set_info(__version__, rt.llm.engine, rt.embedder.name, rt.store.kind)
+        log.info("serving: store=%s embedder=%s llm=%s", rt.store.kind, rt.embedder.name, rt.llm.engine)
 
-    async def connect_later(app: FastAPI, embedder, client: LLMClient) -> None:
+    def build_owned(app: FastAPI, embedder: Embedder, client: LLMClient) -> Runtime:
+        rt = build_runtime(settings, embedder=embedder, llm=client, metrics=app.state.metrics)
+        rt.adopt("embedder", *(["llm"] if llm is None else []))  # built by this lifespan: closed with the runtime
+        return rt
+
+    async def connect_later(app: FastAPI, embedder: Embedder, client: LLMClient) -> None:
         while True:
             await asyncio.sleep(STORE_RETRY_S)
             try:
-                svc = await run_in_threadpool(build_services, settings, embedder)
+                rt = await run_in_threadpool(build_owned, app, embedder, client)
             except StoreUnavailable as exc:
-                app.state.not_ready = f"starting: {exc.message}"
+                app.state.serving.not_ready = f"starting: {exc.message}"
                 continue
-            serve(app, svc, client, owned=True)
+            serve(app, rt, owned=True)
             return
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        owned = services is None
+        serving: Serving = app.state.serving
         # The LLM client connects lazily: the backend starts, and serves search, while the engine is down.
-        client = llm or create_llm_client(settings)
-        app.state.llm = client
-        app.state.services = app.state.rag = app.state.jobs = None
+        client = serving.llm = llm or create_llm_client(settings)
         retry: asyncio.Task | None = None
-        if not owned:
-            serve(app, services, client, owned=False)
+        if runtime is not None:
+            borrowed = runtime.borrow(settings, client, app.state.metrics)
+            if llm is None:
+                borrowed.adopt("llm")
+            serve(app, borrowed, owned=False)
         else:
-            embedder = await run_in_threadpool(create_embedder, settings)
-            app.state.embedder = embedder
+            embedder = serving.embedder = await run_in_threadpool(create_embedder, settings)
             try:
-                serve(app, await run_in_threadpool(build_services, settings, embedder), client, owned=True)
+                serve(app, await run_in_threadpool(build_owned, app, embedder, client), owned=True)
             except StoreUnavailable as exc:
                 if not settings.qdrant_url or isinstance(exc, StoreLocked):
                     raise
                 log.warning("not ready: %s; retrying every %g s", exc.message, STORE_RETRY_S)
-                app.state.not_ready = f"starting: {exc.message}"
+                serving.not_ready = f"starting: {exc.message}"
                 retry = asyncio.create_task(connect_later(app, embedder, client))
         if not app.state.api_keys.enabled:
             log.warning("API_KEYS is not set: every caller can search, ask, upload and delete in every space")
@@ -111,19 +99,14 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         finally:
             if retry is not None:
                 retry.cancel()
-            svc: Services | None = app.state.services
-            if app.state.jobs is not None:
-                # Before the store closes: files being indexed are committed, the rest reported interrupted.
-                await run_in_threadpool(app.state.jobs.stop, settings.shutdown_timeout_s)
-            if llm is None:
-                await client.aclose()
-            if svc is not None and owned:
-                _unregister(settings)
-                await run_in_threadpool(svc.close)
-            elif svc is not None:
-                svc.optimizer.stop()
-            if owned:  # built here, so its worker processes (EMBED_ISOLATION=process) end here
-                await run_in_threadpool(app.state.embedder.close)
+            if serving.runtime is not None:
+                # Jobs, then the LLM client, the registration, the store and the embedder: Runtime.close's order.
+                await serving.runtime.aclose()
+            else:  # never connected: only what this lifespan built so far
+                if llm is None:
+                    await client.aclose()
+                if serving.embedder is not None:
+                    await run_in_threadpool(serving.embedder.close)
 
     app = FastAPI(
         title="RAG appliance",
@@ -131,9 +114,11 @@ def create_app(settings: Settings, services: Services | None = None, llm: LLMCli
         description="Index a team's documents into Qdrant, search them, and answer questions with vLLM or Ollama.",
         lifespan=lifespan,
     )
+    # app.state holds what the app serves with and what the middleware reads per request (tests change the keys
+    # of a running app).
+    app.state.serving = Serving()
     app.state.api_keys = ApiKeys.parse(settings.api_keys.get_secret_value())
     app.state.metrics = Metrics()
-    app.state.not_ready = "starting"
     install_error_handlers(app)
     # The key and the body's size are checked before the body is read. The callables read the live settings
     # and keys per request (tests change them on a running app).

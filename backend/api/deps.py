@@ -1,38 +1,65 @@
-"""Dependencies shared by the routes (the services built by the app's lifespan)."""
+"""Dependencies shared by the routes: the runtime the app's lifespan built, and the caller's grant and metrics."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from backend.auth import GRANT_SCOPE_KEY, Grant
 from backend.errors import StoreUnavailable
+from backend.ingest.jobs import JobManager
+from backend.llm.base import LLMClient
 from backend.observability.metrics import Metrics
 from backend.rag import RagService
-from backend.services import Services
+from backend.retrieval.embedders.base import Embedder
+from backend.runtime import Runtime
 
 
-def started(request: Request, component: str):
-    """A component the lifespan builds; 503 store_unavailable while the backend waits for its store."""
-    value = getattr(request.app.state, component, None)
-    if value is None:
-        raise StoreUnavailable(request.app.state.not_ready or "the backend is starting")
-    return value
+@dataclass
+class Serving:
+    """What the app serves with (`app.state.serving`): the runtime once its store answers; until then why not
+    (`not_ready`), and the LLM client and embedder already built, which the probes report meanwhile."""
+
+    runtime: Runtime | None = None
+    not_ready: str | None = "starting"
+    llm: LLMClient | None = None
+    embedder: Embedder | None = None
 
 
-def get_services(request: Request) -> Services:
-    return started(request, "services")
+def get_serving(request: Request) -> Serving:
+    return request.app.state.serving
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-def get_rag(request: Request) -> RagService:
-    return started(request, "rag")
+def get_runtime(request: Request) -> Runtime:
+    """The runtime; 503 store_unavailable while the backend waits for its store."""
+    serving = get_serving(request)
+    if serving.runtime is None:
+        raise StoreUnavailable(serving.not_ready or "the backend is starting")
+    return serving.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+# The name the routes knew before the runtime (it has the same settings, embedder, store, index, retriever, pipeline).
+ServicesDep = RuntimeDep
+
+
+def get_rag(runtime: RuntimeDep) -> RagService:
+    return runtime.rag
 
 
 RagDep = Annotated[RagService, Depends(get_rag)]
+
+
+def get_jobs(runtime: RuntimeDep) -> JobManager:
+    return runtime.jobs
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 
 def get_grant(request: Request) -> Grant:

@@ -7,6 +7,9 @@ A failure is per file: it is reported and the rest go on, whatever raised it.
 
 Parsing and chunking go through `parsing` (backend.ingest.isolation): in the server a pool of worker
 processes that enforces the per-file budget (MAX_FILE_CHUNKS, MAX_EXTRACTED_MB, MAX_PARSE_S).
+
+Every write (a commit that added or replaced a document, a delete) calls `on_write`: the runtime schedules the
+store's optimisation there (backend.ingest.optimizer), so uploads, jobs and the CLI all get it.
 """
 
 from __future__ import annotations
@@ -14,24 +17,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
+from backend.domain import Chunk, make_doc_id, normalize_doc_path, validate_space
 from backend.errors import AppError, DocumentError, FileTooLarge, UnsupportedFileType
 from backend.ingest.admission import SpaceSlots
-from backend.domain import Chunk
 from backend.ingest.chunking import Chunker
 from backend.ingest.isolation import InlineParsing, ParsePool
 from backend.ingest.parsers import parser_for
-from backend.domain import make_doc_id, normalize_doc_path, validate_space
+from backend.retrieval.embedders.base import Embedder
 from backend.retrieval.index import DocumentIndex
-from backend.retrieval.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
 # Embed this many chunks (at least) per call, across files.
 GROUP_CHUNKS = 256
+# The outcomes of a commit that changed the index.
+WRITES = ("added", "replaced")
 
 
 @dataclass
@@ -65,7 +69,7 @@ class IngestPipeline:
 
     def __init__(
         self, embedder: Embedder, index: DocumentIndex, chunker: Chunker, max_bytes: int,
-        parsing: ParsePool | InlineParsing | None = None,
+        parsing: ParsePool | InlineParsing | None = None, on_write: Callable[[], None] | None = None,
     ):
         self.embedder = embedder
         self.index = index
@@ -74,10 +78,26 @@ class IngestPipeline:
         self.parsing = parsing or InlineParsing(chunker)
         # Synchronous uploads in flight per space (the API holds a slot per upload; INGEST_MAX_PER_SPACE).
         self.in_flight = SpaceSlots()
+        # Called after every write, from the thread that wrote (backend.runtime wires the store's optimiser).
+        self.on_write = on_write
 
     def close(self) -> None:
         """Stop the parse workers."""
         self.parsing.close()
+
+    def delete(self, doc_id: str) -> int:
+        """Remove a document and all its chunks (the number of points removed); a write, like a commit."""
+        deleted = self.index.delete(doc_id)
+        self._wrote()
+        return deleted
+
+    def _wrote(self) -> None:
+        if self.on_write is None:
+            return
+        try:
+            self.on_write()
+        except Exception:  # the write itself succeeded: a failing hook must not turn it into an error
+            log.exception("the after-write hook failed")
 
     def ingest_bytes(self, space_id: str, path: str, data: bytes) -> IngestResult:
         """Index one file's bytes; raises the AppError of a bad file (the API maps it to 4xx)."""
@@ -159,6 +179,8 @@ class IngestPipeline:
                     space_id, pending.path, pending.content_hash, pending.size, pending.chunks, vectors[offset : offset + n]
                 )
                 timings = {"parse_ms": pending.parse_ms, "embed_ms": round(embed_ms_per_chunk * n, 3), "store_write_ms": _ms_since(started)}
+                if status in WRITES:
+                    self._wrote()
                 yield _Outcome(IngestResult(pending.path, status, make_doc_id(space_id, pending.path), n, timings=timings))
             except AppError as exc:
                 yield _Outcome(IngestResult(pending.path, "failed", error_type=exc.error_type, message=exc.message), exc)

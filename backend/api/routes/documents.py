@@ -9,46 +9,45 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import GrantDep, MetricsDep, ServicesDep
-from backend.auth import Grant
+from backend.api.deps import GrantDep, MetricsDep, RuntimeDep
 from backend.api.schemas import ERROR_RESPONSES, DeleteOut, DocumentList, DocumentOut, IngestOut, JobAccepted
+from backend.auth import Grant
 from backend.disk_space import ensure_free_space
+from backend.domain import DocumentInfo, normalize_doc_path, validate_space
 from backend.errors import AppError, DocumentNotFound, FileTooLarge, IngestBusy, InvalidRequest, UnsupportedFileType
 from backend.ingest.jobs import MAX_JOB_FILES
-from backend.observability.metrics import Metrics
-from backend.domain import DocumentInfo, normalize_doc_path, validate_space
-from backend.services import Services
+from backend.runtime import Runtime
 
 router = APIRouter(tags=["documents"])
 
 
 @router.get("/documents", response_model=DocumentList, responses=ERROR_RESPONSES)
 def list_documents(
-    services: ServicesDep, grant: GrantDep, space_id: str = Query(..., description="The space to list.")
+    runtime: RuntimeDep, grant: GrantDep, space_id: str = Query(..., description="The space to list.")
 ) -> dict:
     """Every document of a space: doc_id, path, chunks, content hash."""
     grant.require(validate_space(space_id))
-    return {"space_id": space_id, "documents": [asdict(d) for d in services.index.list(space_id)]}
+    return {"space_id": space_id, "documents": [asdict(d) for d in runtime.index.list(space_id)]}
 
 
-def _document_for(services: Services, grant: Grant, doc_id: str) -> DocumentInfo:
+def _document_for(runtime: Runtime, grant: Grant, doc_id: str) -> DocumentInfo:
     """The document, if the key covers its space; otherwise exactly the error of a missing one.
 
     Ids derive from (space, path): a 403 for another space's document would confirm its file names.
     """
-    info = services.index.get(doc_id)
+    info = runtime.index.get(doc_id)
     if grant.restricted and info.space_id not in grant.spaces:
         raise DocumentNotFound(f"no document with id {doc_id!r}")  # the message of DocumentIndex.get
     return info
 
 
 @router.get("/documents/{doc_id}", response_model=DocumentOut, responses=ERROR_RESPONSES)
-def get_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
+def get_document(runtime: RuntimeDep, grant: GrantDep, doc_id: str) -> dict:
     """One document's metadata; 404 document_not_found also for a document of a space the key does not cover."""
-    return asdict(_document_for(services, grant, doc_id))
+    return asdict(_document_for(runtime, grant, doc_id))
 
 
 @router.post(
@@ -60,8 +59,7 @@ def get_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
     },
 )
 def upload_document(
-    request: Request,
-    services: ServicesDep,
+    runtime: RuntimeDep,
     grant: GrantDep,
     metrics: MetricsDep,
     file: list[UploadFile] = File(..., description="The document(s) (PDF, Markdown, text, HTML, DOCX); several make a job."),
@@ -77,46 +75,38 @@ def upload_document(
     if path is not None and len(path) != len(file):
         raise InvalidRequest(f"{len(path)} 'path' fields for {len(file)} files: send one per file, in order, or none")
     if len(file) > 1 or run_async:
-        return _queue_job(request, services, space_id, file, path)
+        return _queue_job(runtime, space_id, file, path)
     file, path = file[0], (path[0] if path else None)
     name = path or file.filename
     if not name:
         raise InvalidRequest("the upload has no file name; send one or the form field 'path'")
-    limit = services.settings.max_upload_bytes
+    limit = runtime.settings.max_upload_bytes
     data = file.file.read(limit + 1)
     if len(data) > limit:
-        raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({services.settings.max_upload_mb:g} MB)")
+        raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({runtime.settings.max_upload_mb:g} MB)")
     try:
         # A slot of the space's INGEST_MAX_PER_SPACE (429 ingest_busy when none is free); jobs take none.
-        with services.pipeline.in_flight.hold(space_id, services.settings.ingest_max_per_space):
-            result = services.pipeline.ingest_bytes(space_id, name, data)
+        with runtime.pipeline.in_flight.hold(space_id, runtime.settings.ingest_max_per_space):
+            result = runtime.pipeline.ingest_bytes(space_id, name, data)  # a write schedules optimisation
     except IngestBusy:
         raise
     except AppError as exc:
-        record_ingest(services, metrics, "skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
+        metrics.observe_ingest("skipped" if isinstance(exc, UnsupportedFileType) else "failed", None)
         raise
-    record_ingest(services, metrics, result.status, result.timings)
+    metrics.observe_ingest(result.status, result.timings)
     body = {**result.to_dict(), "space_id": space_id}
     body = {k: body[k] for k in IngestOut.model_fields}
     return JSONResponse(body, status_code=201 if result.status != "unchanged" else 200)
 
 
 @router.delete("/documents/{doc_id}", response_model=DeleteOut, responses=ERROR_RESPONSES)
-def delete_document(services: ServicesDep, grant: GrantDep, doc_id: str) -> dict:
+def delete_document(runtime: RuntimeDep, grant: GrantDep, doc_id: str) -> dict:
     """Remove a document and all its chunks; 404 document_not_found (as for a missing one) for a document of a
     space the key does not cover."""
     if grant.restricted:  # an open or '*' caller may also clear the leftovers of an interrupted commit
-        _document_for(services, grant, doc_id)
-    deleted = services.index.delete(doc_id)
-    services.optimizer.schedule()
+        _document_for(runtime, grant, doc_id)
+    deleted = runtime.pipeline.delete(doc_id)  # a write: schedules optimisation
     return {"doc_id": doc_id, "deleted_points": deleted}
-
-
-def record_ingest(services: Services, metrics: Metrics, status: str, timings: dict | None) -> None:
-    """After a file went through the pipeline (here or in a job): count it, and optimise after a write."""
-    metrics.observe_ingest(status, timings)
-    if status in ("added", "replaced"):
-        services.optimizer.schedule()
 
 
 def _size(upload: UploadFile) -> int:
@@ -128,9 +118,9 @@ def _size(upload: UploadFile) -> int:
     return size
 
 
-def _queue_job(request: Request, services: ServicesDep, space_id: str, files: list[UploadFile], paths: list[str] | None):
+def _queue_job(runtime: Runtime, space_id: str, files: list[UploadFile], paths: list[str] | None):
     """Check what can be checked up front, spool the files into a job folder, answer 202."""
-    settings = services.settings
+    settings = runtime.settings
     if len(files) > MAX_JOB_FILES:
         raise InvalidRequest(f"{len(files)} files in one request; at most {MAX_JOB_FILES} (send several requests)")
     names, seen, total = [], set(), 0
@@ -155,7 +145,7 @@ def _queue_job(request: Request, services: ServicesDep, space_id: str, files: li
     ensure_free_space(settings.data_dir, total, settings.min_free_disk_bytes, "queue the uploads")
     for upload in files:
         upload.file.seek(0)
-    job = request.app.state.jobs.create(space_id, [(name, upload.file) for name, upload in zip(names, files)])
+    job = runtime.jobs.create(space_id, [(name, upload.file) for name, upload in zip(names, files)])
     url = f"/jobs/{job.job_id}"
     body = {
         "job_id": job.job_id, "status": "queued", "space_id": space_id, "total": len(files),

@@ -25,13 +25,13 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend import __version__
-from backend.api.deps import GrantDep, MetricsDep
+from backend.api.deps import GrantDep, MetricsDep, Serving, ServingDep
 from backend.api.schemas import ERROR_RESPONSES
 from backend.auth import GRANT_SCOPE_KEY, is_operator
 from backend.errors import AppError
 from backend.observability.metrics import CONTENT_TYPE
-from backend.retrieval.embed_worker import crash_counts
 from backend.redaction import hide_addresses, redact_text, redact_url, redact_value
+from backend.retrieval.embedders.worker import crash_counts
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +96,18 @@ def for_caller(components: dict, request: Request) -> dict:
     return redact_value(hidden, hide_addresses)
 
 
-async def _components(request: Request) -> dict:
-    state = request.app.state
-    services, llm = state.services, state.llm
-    if services is None:  # still waiting for its store (a Qdrant server that does not answer yet)
-        store = {"status": "error", "error": state.not_ready or "starting"}
-        embedder = getattr(state, "embedder", None)
+async def _components(serving: Serving) -> dict:
+    runtime = serving.runtime
+    if runtime is None:  # still waiting for its store (a Qdrant server that does not answer yet)
+        store = {"status": "error", "error": serving.not_ready or "starting"}
+        embedder = serving.embedder
         embedder_status = {"status": "ok", "model": embedder.name} if embedder is not None else {"status": "starting"}
-        return {"store": store, "embedder": embedder_status, "llm": await _bounded(llm.health, "the LLM engine")}
+        return {"store": store, "embedder": embedder_status, "llm": await _bounded(serving.llm.health, "the LLM engine")}
     store, llm_status = await asyncio.gather(
-        _bounded(lambda: run_in_threadpool(services.store.health), "the store"),
-        _bounded(llm.health, "the LLM engine"),
+        _bounded(lambda: run_in_threadpool(runtime.store.health), "the store"),
+        _bounded(runtime.llm.health, "the LLM engine"),
     )
-    return {"store": store, "embedder": _embedder_status(services.embedder), "llm": llm_status}
+    return {"store": store, "embedder": _embedder_status(runtime.embedder), "llm": llm_status}
 
 
 def _core_ok(components: dict) -> bool:
@@ -116,26 +115,26 @@ def _core_ok(components: dict) -> bool:
 
 
 @router.get("/health")
-async def health(request: Request) -> JSONResponse:
+async def health(request: Request, serving: ServingDep) -> JSONResponse:
     """Liveness, with every component's status: 200 while the process serves; "degraded" when a component is down.
 
     Needs no API key (orchestrators probe it); it reveals versions and component status, no data. Where the
     components run (URLs, paths) is shown to '*' keys only when API_KEYS is set.
     """
-    components = await _components(request)
+    components = await _components(serving)
     ok = _core_ok(components) and components["llm"]["status"] == "ok"
     body = {"status": "ok" if ok else "degraded", "version": __version__, "components": for_caller(components, request)}
     return JSONResponse(body, headers=NO_STORE)
 
 
 @router.get("/ready", responses={503: {"description": "The store or the embedder cannot serve."}})
-async def ready(request: Request) -> JSONResponse:
+async def ready(request: Request, serving: ServingDep) -> JSONResponse:
     """Readiness: 200 when search and ingestion can be served, 503 (same body) while the store or embedder cannot.
 
     An engine that is down is reported (`components.llm`) but keeps 200: /ask then answers 503
     llm_unavailable by itself, and the other endpoints still work. No API key needed.
     """
-    components = await _components(request)
+    components = await _components(serving)
     ready = _core_ok(components)
     body = {"status": "ready" if ready else "not_ready", "version": __version__, "components": for_caller(components, request)}
     return JSONResponse(body, status_code=200 if ready else 503, headers=NO_STORE)

@@ -7,50 +7,21 @@ like an unknown id, so a key learns nothing (not even the file names) about othe
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from fastapi.sse import format_sse_event
 
-from backend.api.deps import GrantDep, started
-from backend.api.routes.documents import record_ingest
+from backend.api.deps import GrantDep, JobsDep
 from backend.api.schemas import ERROR_RESPONSES, JobList, JobOut
-from backend.ingest.jobs import JobManager
-from backend.ingest.pipeline import IngestResult
-from backend.observability.metrics import Metrics
+from backend.api.streaming import STREAM_HEADERS, sse_event
 from backend.domain import validate_space
-from backend.services import Services
-from backend.settings import Settings
+from backend.ingest.jobs import JobManager
 
 router = APIRouter(tags=["jobs"])
 
 # An SSE comment this often while nothing happens (a job waiting behind another), so proxies keep the stream.
 KEEPALIVE_S = 15.0
-NO_STORE = {"Cache-Control": "no-store"}
-
-
-def start_job_worker(settings: Settings, services: Services, metrics: Metrics) -> JobManager:
-    """The job registry and its worker over the services' pipeline (called by the app's lifespan)."""
-
-    def on_result(result: IngestResult) -> None:
-        record_ingest(services, metrics, result.status, result.timings or None)
-
-    jobs = JobManager(settings.data_dir / "jobs", services.pipeline, on_result)
-    jobs.start()
-    return jobs
-
-
-def get_jobs(request: Request) -> JobManager:
-    return started(request, "jobs")
-
-
-JobsDep = Annotated[JobManager, Depends(get_jobs)]
-
-
-def _sse(event: str, data: dict) -> bytes:
-    return format_sse_event(event=event, data_str=json.dumps(data, ensure_ascii=False))
 
 
 # One Server-Sent Event of a job's progress stream.
@@ -92,8 +63,7 @@ async def job_events(jobs: JobsDep, grant: GrantDep, job_id: str) -> StreamingRe
     `done` with the full job (as GET /jobs/{id}); the stream ends after `done`. A finished job sends `done` only."""
     events, first = jobs.subscribe(job_id, grant.spaces)
     return StreamingResponse(
-        _stream(jobs, job_id, events, first), media_type="text/event-stream",
-        headers={**NO_STORE, "X-Accel-Buffering": "no"},
+        _stream(jobs, job_id, events, first), media_type="text/event-stream", headers=STREAM_HEADERS
     )
 
 
@@ -101,7 +71,7 @@ async def _stream(
     jobs: JobManager, job_id: str, events: asyncio.Queue | None, first: tuple[str, dict]
 ) -> AsyncIterator[bytes]:
     try:
-        yield _sse(*first)
+        yield sse_event(*first)
         if events is None:
             return
         while True:
@@ -110,7 +80,7 @@ async def _stream(
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue
-            yield _sse(event, data)
+            yield sse_event(event, data)
             if event == "done":
                 return
     finally:

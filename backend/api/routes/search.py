@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-
 from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import GrantDep, MetricsDep, ServicesDep
+from backend.api.deps import GrantDep, MetricsDep, RuntimeDep
 from backend.api.schemas import ERROR_RESPONSES, SearchResponse
 from backend.domain import validate_space
 
@@ -18,7 +17,7 @@ router = APIRouter(tags=["search"])
 
 @router.get("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
 def search(
-    services: ServicesDep,
+    runtime: RuntimeDep,
     grant: GrantDep,
     metrics: MetricsDep,
     q: str = Query(..., description="The query text."),
@@ -30,7 +29,7 @@ def search(
     """The `top_k` best chunks of `space_id` for `q`, best first."""
     grant.require(validate_space(space_id))
     start = time.perf_counter()
-    retrieved = services.retriever.search(q, space_id, top_k, mode, rerank)
+    retrieved = runtime.retriever.search(q, space_id, top_k, mode, rerank)
     metrics.observe_retrieval(retrieved.timings)
     timings = {**retrieved.timings, "total_ms": round((time.perf_counter() - start) * 1000, 3)}
     # Returned as is: the retriever already builds the documented shape, and re-validating it through the

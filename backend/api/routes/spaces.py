@@ -11,12 +11,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from backend.api.deps import GrantDep, ServicesDep
+from backend.api.deps import GrantDep, RuntimeDep
 from backend.api.schemas import ERROR_RESPONSES
-from backend.errors import SpaceNotFound
 from backend.domain import validate_space
+from backend.errors import SpaceNotFound
 from backend.retrieval.languages import cross_use
-from backend.services import Services
+from backend.runtime import Runtime
 
 router = APIRouter(tags=["spaces"])
 
@@ -37,32 +37,32 @@ class SpaceList(BaseModel):
     spaces: list[SpaceOut]
 
 
-def _space(services: Services, space_id: str, chunks: int) -> dict:
-    mix = services.index.language_mix(space_id)
+def _space(runtime: Runtime, space_id: str, chunks: int) -> dict:
+    mix = runtime.index.language_mix(space_id)
     return {
-        "space_id": space_id, "documents": services.index.document_count(space_id), "chunks": chunks,
-        "languages": mix, "cross_language": _cross_use(services, mix),
+        "space_id": space_id, "documents": runtime.index.document_count(space_id), "chunks": chunks,
+        "languages": mix, "cross_language": _cross_use(runtime, mix),
     }
 
 
-def _cross_use(services: Services, mix: dict[str, int]) -> str:
-    retriever = services.retriever
+def _cross_use(runtime: Runtime, mix: dict[str, int]) -> str:
+    retriever = runtime.retriever
     return "off" if retriever.cross is None else cross_use(retriever.config.cross_language, mix)
 
 
 @router.get("/spaces", response_model=SpaceList, responses=ERROR_RESPONSES)
-def list_spaces(services: ServicesDep, grant: GrantDep) -> dict:
+def list_spaces(runtime: RuntimeDep, grant: GrantDep) -> dict:
     """Every space with documents that the API key covers: documents, chunks and languages."""
-    counts = services.index.spaces()
+    counts = runtime.index.spaces()
     visible = [s for s in counts if not grant.restricted or s in grant.spaces]
-    return {"spaces": [_space(services, s, counts[s]) for s in visible]}
+    return {"spaces": [_space(runtime, s, counts[s]) for s in visible]}
 
 
 @router.get("/spaces/{space_id}", response_model=SpaceOut, responses=ERROR_RESPONSES)
-def get_space(services: ServicesDep, grant: GrantDep, space_id: str) -> dict:
+def get_space(runtime: RuntimeDep, grant: GrantDep, space_id: str) -> dict:
     """One space: documents, chunks and languages; 404 space_not_found when it has no documents."""
     grant.require(validate_space(space_id))
-    chunks = services.index.count(space_id)
+    chunks = runtime.index.count(space_id)
     if chunks == 0:
         raise SpaceNotFound(f"space {space_id!r} has no documents; index some with cli.index_cli or POST /documents")
-    return _space(services, space_id, chunks)
+    return _space(runtime, space_id, chunks)
