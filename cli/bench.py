@@ -195,7 +195,7 @@ def synthetic_docs(n_files: int, texts: list[str]) -> list[tuple[str, bytes]]:
 def bench_ingest(args, settings) -> dict:
     from backend.ingest.parsers import parse_document
     from backend.retrieval.embedder import create_embedder
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     embedder = create_embedder(settings)
     files = synthetic_docs(args.files, corpus_texts(settings, embedder))
@@ -203,7 +203,7 @@ def bench_ingest(args, settings) -> dict:
     raw_runs, pipe_runs, chunk_texts = [], [], []
     for round_no in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=args.work_dir) as tmp:
-            svc = build_services(settings.model_copy(update={"data_dir": Path(tmp)}), embedder=embedder)
+            svc = build_runtime(settings.model_copy(update={"data_dir": Path(tmp)}), embedder=embedder)
             try:
                 if not chunk_texts:
                     chunk_texts = [c.embed_text for _, d in files for c in svc.pipeline.chunker.chunk(parse_document(d, "x.md"))]

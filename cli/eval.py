@@ -350,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             indexed = None
             model = client.check().get("embedder", {}).get("model")
         else:
-            from backend.services import build_services
+            from backend.runtime import build_runtime
 
-            services = build_services(settings)
+            services = build_runtime(settings)
             indexed = _index(services, space, args.dir) if args.dir else None
             search = _local_search(services, space)
             model = services.embedder.name + (f" + cross {services.index.cross_model}" if services.index.cross else "")

@@ -57,24 +57,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run_direct(settings: Settings, args, files: list[Path], results: list[IngestResult], bar) -> None:
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
-    services = build_services(settings)
+    runtime = build_runtime(settings)
     try:
         items = [(f.relative_to(args.dir).as_posix(), f.read_bytes) for f in files]
-        for outcome in services.pipeline.ingest_many(args.space, items):
+        for outcome in runtime.pipeline.ingest_many(args.space, items):
             _record(outcome.result, results, bar)
         if args.prune:
             present = {p for p, _ in items}
-            for doc in services.index.list(args.space):
+            for doc in runtime.index.list(args.space):
                 if doc.path not in present:
-                    services.index.delete(doc.doc_id)
+                    runtime.pipeline.delete(doc.doc_id)
                     results.append(IngestResult(doc.path, "pruned", doc.doc_id))
-        if any(r.status in ("added", "replaced", "pruned") for r in results):
+        # The writes above scheduled the store's optimisation, as the backend's do; no background thread runs it here.
+        if runtime.optimizer.pending:
             bar.set_description("building index")
-            services.store.optimize()
+            runtime.optimizer.optimize_now()
     finally:
-        services.close()
+        runtime.close()
 
 
 def _run_remote(

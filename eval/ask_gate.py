@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="write every question's figures here (JSON)")
     args = parser.parse_args(argv)
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     tmp = Path(tempfile.mkdtemp(prefix="rag-gate-"))
-    svc = build_services(load_settings(None, data_dir=tmp))
+    svc = build_runtime(load_settings(None, data_dir=tmp))
     try:
         if svc.retriever.cross is None:
             print("error: no cross-language model (CROSS_LANGUAGE_MODEL)", file=sys.stderr)

@@ -102,7 +102,7 @@ def store_ms(size: int, rounds: int, candidates: int = 40, top_k: int = 5) -> di
 
 
 def ingest_rates(root: Path, rounds: int) -> dict:
-    from backend.services import build_services
+    from backend.runtime import build_runtime
     from backend.settings import load_settings
     from cli.eval import _index
 
@@ -110,7 +110,7 @@ def ingest_rates(root: Path, rounds: int) -> dict:
     for _ in range(rounds):
         for label, model in (("off", ""), ("on", "universal-sentence-encoder-multilingual")):
             tmp = Path(tempfile.mkdtemp(prefix="cross-ingest-"))
-            svc = build_services(load_settings(None, data_dir=tmp, cross_language_model=model))
+            svc = build_runtime(load_settings(None, data_dir=tmp, cross_language_model=model))
             try:
                 t = time.perf_counter()
                 _index(svc, "cost", root)

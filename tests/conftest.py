@@ -54,9 +54,10 @@ def settings(tmp_path, model_cache) -> Settings:
 
 @pytest.fixture
 def services(settings, embedder):
-    from backend.services import build_services
+    """The runtime (backend.runtime) over the session's model and a fresh store; an app given it serves it."""
+    from backend.runtime import build_runtime
 
-    svc = build_services(settings, embedder=embedder)
+    svc = build_runtime(settings, embedder=embedder)
     yield svc
     svc.close()
 

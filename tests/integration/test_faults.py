@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
-from backend.services import build_services
+from backend.runtime import build_runtime
 from tests.support.components import server_store_or_none
 from tests.support.ollama_server import FakeModel, FakeOllama
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
@@ -171,7 +171,7 @@ def test_a_stalled_engine_does_not_hold_up_other_requests(settings, services, en
 @pytest.fixture
 def server_store_services(settings, embedder, tmp_path):
     store = server_store_or_none("qdrant", tmp_path, embedder.dim)
-    svc = build_services(settings, embedder=embedder, store=store)
+    svc = build_runtime(settings, embedder=embedder, store=store)
     yield svc
     svc.close()
 
@@ -257,7 +257,7 @@ def full_disk(tmp_path):
 def test_a_really_full_disk_refuses_the_write_and_the_process_survives(settings, embedder, fake_llm, full_disk: Path):
     """On a disk filled up to its last MBs, ingest gets 507 (Qdrant Edge would die of SIGBUS writing there)."""
     settings = settings.model_copy(update={"data_dir": full_disk / "data", "min_free_disk_mb": 8.0})
-    services = build_services(settings, embedder=embedder)
+    services = build_runtime(settings, embedder=embedder)
     ballast = full_disk / "ballast"
     try:
         with TestClient(create_app(settings, services, llm=fake_llm)) as client:

@@ -168,13 +168,13 @@ import psutil
 from fastapi.testclient import TestClient
 from backend.app import create_app
 from backend.retrieval.embedder import OnnxEmbedder
-from backend.services import build_services
+from backend.runtime import build_runtime
 from backend.settings import Settings
 from tests.support.fake_llm import FakeLLM
 
 data_dir, model_cache, *uploads = sys.argv[1:]
 settings = Settings(_env_file=None, data_dir=data_dir, MODEL_CACHE_DIR=model_cache)  # the default budgets
-services = build_services(settings, embedder=OnnxEmbedder("sentence-transformers/all-MiniLM-L6-v2", model_cache))
+services = build_runtime(settings, embedder=OnnxEmbedder("sentence-transformers/all-MiniLM-L6-v2", model_cache))
 me = psutil.Process()
 
 

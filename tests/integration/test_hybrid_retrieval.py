@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import InvalidRequest
-from backend.services import build_services
+from backend.runtime import build_runtime
 from tests.support.components import server_store_or_none
 
 SERVICES = ["billing", "search", "auth", "export", "import", "mailer", "scheduler", "reports", "gateway", "storage"]
@@ -32,7 +32,7 @@ def _runbook(i: int) -> bytes:
 @pytest.fixture(params=["edge", "qdrant"])
 def svc(request, settings, embedder, tmp_path):
     store = server_store_or_none(request.param, tmp_path, embedder.dim)
-    services = build_services(settings, embedder=embedder, store=store)
+    services = build_runtime(settings, embedder=embedder, store=store)
     files = [(f"runbooks/{s}.md", (lambda i=i: _runbook(i))) for i, s in enumerate(SERVICES)]
     assert all(o.status == "added" for o in services.pipeline.ingest_many("ops", files))
     services.store.optimize()

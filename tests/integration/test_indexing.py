@@ -7,7 +7,7 @@ import pytest
 from backend.errors import DocumentNotFound, StoreUnavailable
 from backend.domain import STAGING_PREFIX
 from backend.retrieval.stores.base import Filter
-from backend.services import build_services
+from backend.runtime import build_runtime
 from tests.support.components import server_store_or_none
 from tests.support.docs_factory import make_pdf
 
@@ -17,7 +17,7 @@ LONG = " ".join(f"Paragraph {i}: the appliance stores chunk {i} of the handbook 
 @pytest.fixture(params=["edge", "qdrant"])
 def svc(request, settings, embedder, tmp_path):
     store = server_store_or_none(request.param, tmp_path, embedder.dim)
-    services = build_services(settings, embedder=embedder, store=store)
+    services = build_runtime(settings, embedder=embedder, store=store)
     yield services
     services.close()
 
@@ -126,13 +126,13 @@ def test_a_crash_mid_commit_never_shows_a_mix_and_the_next_run_repairs_it(svc, s
 
 
 def test_changing_chunk_settings_reindexes(settings, embedder, tmp_path):
-    svc = build_services(settings, embedder=embedder)
+    svc = build_runtime(settings, embedder=embedder)
     try:
         assert ingest(svc, {"a.txt": LONG.encode()})["a.txt"].status == "added"
     finally:
         svc.close()
     resized = settings.model_copy(update={"chunk_tokens": 64, "chunk_overlap": 8})
-    svc = build_services(resized, embedder=embedder)
+    svc = build_runtime(resized, embedder=embedder)
     try:
         result = ingest(svc, {"a.txt": LONG.encode()})["a.txt"]
         assert result.status == "replaced"
@@ -152,11 +152,11 @@ class RenamedEmbedder:
 
 
 def test_a_store_written_by_another_model_of_the_same_dimension_is_refused(settings, embedder):
-    first = build_services(settings, embedder=embedder)
+    first = build_runtime(settings, embedder=embedder)
     ingest(first, {"a.md": b"# A\n\nBackups run nightly."})
     first.close()
     with pytest.raises(StoreUnavailable, match="holds vectors of EMBED_MODEL='sentence-transformers/all-MiniLM-L6-v2'"):
-        build_services(settings, embedder=RenamedEmbedder(embedder, "intfloat/multilingual-e5-small"))
-    again = build_services(settings, embedder=embedder)  # the refusal released the store
+        build_runtime(settings, embedder=RenamedEmbedder(embedder, "intfloat/multilingual-e5-small"))
+    again = build_runtime(settings, embedder=embedder)  # the refusal released the store
     assert again.index.count("kb") == 1
     again.close()

@@ -222,7 +222,7 @@ def test_shutdown_commits_the_file_in_hand_and_interrupts_the_rest(settings, ser
         def feed():
             it = iter(items)
             yield next(it)
-            app.state.jobs._stopping.wait(30)  # the backend begins to shut down with one file in hand
+            app.state.serving.runtime.jobs._stopping.wait(30)  # the backend begins to shut down with one file in hand
             yield from it
 
         yield from original(space_id, feed())
@@ -234,7 +234,7 @@ def test_shutdown_commits_the_file_in_hand_and_interrupts_the_rest(settings, ser
             second = submit(client, job_files()[3:5]).json()["job_id"]
             while client.get(f"/jobs/{first}").json()["status"] != "running":
                 time.sleep(0.05)
-        states = {job_id: app.state.jobs.snapshot(job_id) for job_id in (first, second)}
+        states = {job_id: app.state.serving.runtime.jobs.snapshot(job_id) for job_id in (first, second)}
     finally:
         services.pipeline.ingest_many = original
     a, b = states[first], states[second]

@@ -11,7 +11,7 @@ import pytest
 
 from backend.errors import EmbedderError
 from backend.retrieval.rerank import CrossEncoderReranker, create_reranker
-from backend.services import build_services
+from backend.runtime import build_runtime
 from backend.settings import Settings
 
 DOCS = {f"notes/{i}.md": f"# Note {i}\n\nThe note number {i} talks about backups and restores, item {i}.".encode() for i in range(12)}
@@ -44,7 +44,7 @@ class CountingReranker:
 @pytest.fixture
 def svc(settings, embedder, cross_encoder_dir):
     reranker = CountingReranker(CrossEncoderReranker(str(cross_encoder_dir)))
-    services = build_services(settings, embedder=embedder, reranker=reranker)
+    services = build_runtime(settings, embedder=embedder, reranker=reranker)
     list(services.pipeline.ingest_many("kb", [(p, (lambda d=d: d)) for p, d in DOCS.items()]))
     yield services
     services.close()
