@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
@@ -190,7 +190,7 @@ class RagService:
         """The most chunks an answer may retrieve: MAX_TOP_K, or SEARCH_MAX_TOP_K when that is lower."""
         return min(MAX_TOP_K, self.settings.search_max_top_k)
 
-    async def ask(self, request: AskRequest) -> AsyncIterator[AnswerStreamEvent]:
+    async def ask(self, request: AskRequest) -> AsyncGenerator[AnswerStreamEvent, None]:
         """The answer to `request`: TokenEvents, then one AnswerEvent. Errors are raised, never yielded."""
         started = time.perf_counter()
         max_tokens = request.max_tokens or self.settings.answer_max_tokens
@@ -267,7 +267,7 @@ class RagService:
         ))
 
     async def chat(self, messages: list[dict], max_tokens: int | None = None, temperature: float | None = None
-                   ) -> AsyncIterator[AnswerStreamEvent]:
+                   ) -> AsyncGenerator[AnswerStreamEvent, None]:
         """The engine's model without retrieval (/v1's plain chat), as the same events as `ask`."""
         generation = _Generation(time.perf_counter())
         async for token in generation.run(self.llm, messages, max_tokens or self.settings.answer_max_tokens,

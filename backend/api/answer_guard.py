@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -37,14 +37,14 @@ class ClientLeft(Exception):
     """The client disconnected while its answer was being prepared; the answer was cancelled."""
 
 
-def with_deadline(events: AsyncIterator[T], timeout_s: float) -> AsyncIterator[T]:
+def with_deadline(events: AsyncGenerator[T, None], timeout_s: float) -> AsyncGenerator[T, None]:
     """`events`, cut off `timeout_s` seconds from now with AnswerTimeout (the deadline starts at this call,
     not at the first event pulled). `events` is closed however the iteration ends."""
     loop = asyncio.get_running_loop()
     return _bounded(events, loop.time() + timeout_s, timeout_s)
 
 
-async def _bounded(events: AsyncIterator[T], deadline: float, timeout_s: float) -> AsyncIterator[T]:
+async def _bounded(events: AsyncGenerator[T, None], deadline: float, timeout_s: float) -> AsyncGenerator[T, None]:
     try:
         while True:
             limit = asyncio.timeout_at(deadline)
@@ -106,7 +106,7 @@ def client_left_response() -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
-async def close(events: AsyncIterator) -> None:
+async def close(events: AsyncGenerator) -> None:
     """Close the answer's generators, unless a cancelled step still runs them (it closes them itself)."""
     if not getattr(events, "ag_running", False):
         await events.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from backend.answers import Answer
@@ -68,7 +70,7 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
-ERROR_RESPONSES = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 500, 503, 507)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 413, 415, 422, 500, 503, 507)}
 
 
 class AskSource(BaseModel):

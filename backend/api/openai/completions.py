@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi.sse import format_sse_event
@@ -84,7 +84,7 @@ async def with_first(first: AnswerStreamEvent, events: AsyncIterator[AnswerStrea
         yield event
 
 
-async def stream_chunks(completion: Completion, first: AnswerStreamEvent, events: AsyncIterator[AnswerStreamEvent],
+async def stream_chunks(completion: Completion, first: AnswerStreamEvent, events: AsyncGenerator[AnswerStreamEvent, None],
                         metrics: Metrics, include_usage: bool) -> AsyncIterator[bytes]:
     """`chat.completion.chunk`s: the role, one per token, the footer, the finish_reason with `sources`, then
     (stream_options.include_usage) the usage with no choices, then `[DONE]`. A failure after the stream

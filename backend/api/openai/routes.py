@@ -67,7 +67,7 @@ async def list_models(services: ServicesDep, rag: RagDep, grant: GrantDep) -> JS
     engine's own model (plain chat) when OPENAI_EXPOSE_ENGINE_MODEL is on and the key covers every space."""
     spaces = await run_in_threadpool(services.index.first_indexed)
     data = [_model(RAG_MODEL_PREFIX + space, created, OWNED_BY) for space, created in sorted(spaces.items())
-            if not grant.restricted or space in grant.spaces]
+            if not grant.restricted or space in (grant.spaces or ())]
     engine = await engine_model(rag, grant)
     if engine:
         data.append(_model(engine, 0, rag.llm.engine))
@@ -98,7 +98,7 @@ async def chat_completions(body: ChatCompletionBody, rag: RagDep, grant: GrantDe
     ANSWER_TIMEOUT_S and a client that disconnects cancels it (backend/api/answer_guard.py)."""
     body.check_supported()
     max_tokens = body.max_completion_tokens or body.max_tokens
-    options = body.rag or RagOptions()
+    options = body.rag or RagOptions.model_validate({})
     if body.model.startswith(RAG_MODEL_PREFIX):
         space = _space_of(body.model)
         grant.require(space)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -53,7 +53,7 @@ SSE_EVENT = {
         "data": {"type": "string", "description": 'JSON: {"text"} for token, the JSON answer for done, {"error"} for error'},
     },
 }
-ASK_RESPONSES = {
+ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     200: {"model": AskOut, "content": {"text/event-stream": {"schema": SSE_EVENT}},
           "description": "The answer as JSON, or as Server-Sent Events when streaming."},
@@ -81,9 +81,9 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     try:
         if not wants_stream:
             answer = await until_disconnect(request, final_answer(events))
-            body = AskOut.from_answer(answer).body()
-            metrics.observe_answer(body)
-            return JSONResponse(body, headers=NO_STORE)
+            data = AskOut.from_answer(answer).body()
+            metrics.observe_answer(data)
+            return JSONResponse(data, headers=NO_STORE)
         # Pull the first event before answering: an error up to here (space not found, LLM down) still gets
         # its real status code as JSON instead of a 200 stream carrying an error.
         first = await until_disconnect(request, next_event(events))
@@ -96,7 +96,7 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
 
 
 async def _stream(
-    first: AnswerStreamEvent, events: AsyncIterator[AnswerStreamEvent], metrics: Metrics
+    first: AnswerStreamEvent, events: AsyncGenerator[AnswerStreamEvent, None], metrics: Metrics
 ) -> AsyncIterator[bytes]:
     try:
         yield _sse(first, metrics)
@@ -119,7 +119,7 @@ async def _stream(
 def _sse(event: AnswerStreamEvent, metrics: Metrics) -> bytes:
     """A `token` event, or the `done` event with the answer's JSON (observed in the metrics)."""
     if isinstance(event, AnswerEvent):
-        body = AskOut.from_answer(event.answer).body()
-        metrics.observe_answer(body)
-        return sse_event("done", body)
+        data = AskOut.from_answer(event.answer).body()
+        metrics.observe_answer(data)
+        return sse_event("done", data)
     return sse_event("token", {"text": event.text})
