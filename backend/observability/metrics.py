@@ -32,11 +32,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 class EmbedWorkerCrashes:
     """rag_embed_worker_crashes_total{role,reason}: embedding worker processes that died or hung (and were
-    restarted), read from `embed_worker.crash_counts()` at each scrape. Both roles and reasons are always
+    restarted), read from `embed_workers.crash_counts()` at each scrape. Both roles and reasons are always
     exported (0 until the first incident), so an alert on increase() works from the start."""
 
     def collect(self):
-        from backend.retrieval.embedders.worker import ROLES, crash_counts  # here: no import cycle, no cost at import
+        from backend.observability.embed_workers import ROLES, crash_counts
 
         counts = crash_counts()
         family = CounterMetricFamily(

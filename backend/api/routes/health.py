@@ -31,7 +31,7 @@ from backend.auth import GRANT_SCOPE_KEY, is_operator
 from backend.errors import AppError
 from backend.observability.metrics import CONTENT_TYPE
 from backend.redaction import hide_addresses, redact_text, redact_url, redact_value
-from backend.retrieval.embedders.worker import crash_counts
+from backend.observability.embed_workers import crash_counts
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ it runs here, in child processes (`python -m backend.retrieval.embedders.worker 
 - the parent keeps what chunking and the API need (name, dim, max_tokens, the tokenizer) and prepares texts
   (cleaned, truncated to the model's limit) before they cross the pipe;
 - a worker that dies (or stays silent for `CALL_TIMEOUT_S`) fails the call in flight with `EmbedderUnavailable`
-  (503, Retry-After), is logged without the text, counted (`crash_counts`, exported as
-  rag_embed_worker_crashes_total) and restarted at once in the background; later calls wait for the restart.
+  (503, Retry-After), is logged without the text, counted (`crash_counts`, in backend.observability.embed_workers,
+  exported as rag_embed_worker_crashes_total) and restarted at once in the background; later calls wait for the restart.
 
 Requests and replies are pickled over two pipes (multiprocessing's `Connection`); the worker gets the engine's
 factory (a picklable callable, e.g. a `functools.partial` of the embedder class) as its first message.
@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from backend.errors import EmbedderError, EmbedderUnavailable
+from backend.observability.embed_workers import ROLES, count_crash
 from backend.retrieval.embedders.base import embed_in_length_batches
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,7 @@ CALL_TIMEOUT_S = 300.0
 DOCUMENT_WORKER_NICE = 5
 # How long close() waits for a batch in flight and for a worker to exit before killing it.
 CLOSE_TIMEOUT_S = 10.0
-ROLES = ("query", "document")
 _ROOT = Path(__file__).resolve().parents[3]  # the repository: the workers import backend from it
-
-_crashes: Counter[tuple[str, str]] = Counter()
-_crashes_lock = threading.Lock()
-
-
-def crash_counts() -> dict[tuple[str, str], int]:
-    """Worker incidents in this process so far: (role, reason) -> count; reason "died" or "hung"."""
-    with _crashes_lock:
-        return dict(_crashes)
-
-
-def _count_crash(role: str, reason: str) -> None:
-    with _crashes_lock:
-        _crashes[(role, reason)] += 1
 
 
 class _Worker:
@@ -161,7 +146,7 @@ class _Worker:
         # Never the text itself in the log (privacy): its size is enough to find the request.
         during = f"on a batch of {len(texts)} text(s), {sum(map(len, texts))} characters" if texts else "between calls"
         log.error("the %s embedding worker (pid %s) %s %s (%s); restarting it", self.role, proc.pid if proc else "?", reason, during, how)
-        _count_crash(self.role, reason)
+        count_crash(self.role, reason)
         if restart:  # now, in the background: the caller answers 503 at once, the next call finds a worker
             threading.Thread(target=self._restart, name=f"embed-{self.role}-restart", daemon=True).start()
 
