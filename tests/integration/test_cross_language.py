@@ -222,7 +222,7 @@ def test_ask_passes_a_cross_language_answer_under_e5s_floor_and_still_rejects_of
 ):
     from backend.app import create_app
     from backend.rag import CROSS_AGREEMENT_MARGIN
-    from backend.retrieval.embedder import relevance_floor
+    from backend.retrieval.embedders.registry import relevance_floor
     from backend.retrieval.retriever import cross_cosines
     from backend.runtime import build_runtime
 

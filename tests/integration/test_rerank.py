@@ -22,7 +22,7 @@ def cross_encoder_dir(tmp_path_factory):
     import torch
     from sentence_transformers import CrossEncoder
 
-    from backend.retrieval.embedder import resolve_model_path
+    from backend.retrieval.embedders.catalogue import resolve_model_path
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("cross-encoder")
