@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.rag import relevant_hits  # noqa: E402
-from backend.retrieval.embedder import relevance_floor  # noqa: E402
+from backend.retrieval.embedders.registry import relevance_floor  # noqa: E402
 from backend.settings import load_settings  # noqa: E402
 from cli.eval import _index, load_golden  # noqa: E402
 

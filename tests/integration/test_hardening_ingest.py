@@ -167,7 +167,7 @@ import json, sys, threading, time
 import psutil
 from fastapi.testclient import TestClient
 from backend.app import create_app
-from backend.retrieval.embedder import OnnxEmbedder
+from backend.retrieval.embedders.sentence_transformer import OnnxEmbedder
 from backend.runtime import build_runtime
 from backend.settings import Settings
 from tests.support.fake_llm import FakeLLM
