@@ -1,6 +1,7 @@
 """`python -m cli.ask "question" --space SPACE`: ask a running backend; the answer streams, then its sources.
 
-Exit codes: 0 answered, 2 usage, 4 backend unreachable, 6 the backend answered an error (LLM down, ...).
+Exit codes (backend.errors): 0 answered, 2 usage, 4 backend unreachable (EXIT_UNREACHABLE), 6 the backend
+answered an error (LLM down, ...) or the answer broke off (EXIT_LLM).
 """
 
 from __future__ import annotations
@@ -9,21 +10,11 @@ import argparse
 import sys
 import textwrap
 
-import httpx
-
+from backend.errors import EXIT_LLM, EXIT_OK, EXIT_UNREACHABLE, AppError, BackendUnreachable
 from backend.settings import load_settings
-from cli.backend_client import (
-    CONNECT_TIMEOUT_S, MAX_SSE_EVENT_BYTES, auth_headers, discover_backend_url, parse_sse,
-)
+from cli.client import BackendClient, auth_headers, discover_backend_url
 
-EXIT_BACKEND = 4
-EXIT_ANSWER_FAILED = 6
 DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-def iter_sse(response: httpx.Response):
-    """(event, data) pairs of a text/event-stream response, through the CLI's one bounded SSE decoder."""
-    return parse_sse(response.iter_bytes(), MAX_SSE_EVENT_BYTES)
 
 
 def print_sources(final: dict, out) -> None:
@@ -54,31 +45,27 @@ def print_sources(final: dict, out) -> None:
 def ask(
     url: str, question: str, space: str, top_k: int, max_tokens: int | None, out=sys.stdout, headers: dict | None = None
 ) -> int:
-    body = {"q": question, "space_id": space, "top_k": top_k, "stream": True}
-    if max_tokens:
-        body["max_tokens"] = max_tokens
-    timeout = httpx.Timeout(600, connect=CONNECT_TIMEOUT_S)
-    try:
-        with httpx.stream("POST", f"{url}/ask", json=body, timeout=timeout, headers=headers or {}) as response:
-            if response.status_code != 200:
-                response.read()
-                error = response.json().get("error", {}) if "json" in response.headers.get("content-type", "") else {}
-                print(f"error {response.status_code} {error.get('type', '')}: {error.get('message', response.text)}", file=sys.stderr)
-                return EXIT_ANSWER_FAILED
-            for event, data in iter_sse(response):
-                if event == "token":
+    """Stream the answer to `out`, then its sources; returns the exit code."""
+    with BackendClient(url, headers) as client:
+        try:
+            for event in client.ask(question, space, top_k, max_tokens):
+                data = event.json()
+                if event.event == "token":
                     print(data["text"], end="", flush=True, file=out)
-                elif event == "done":
+                elif event.event == "done":
                     print(file=out)
                     print_sources(data, out)
-                elif event == "error":
+                elif event.event == "error":
                     err = data["error"]
                     print(f"\nerror: the answer broke off: {err['type']}: {err['message']}", file=sys.stderr)
-                    return EXIT_ANSWER_FAILED
-    except httpx.HTTPError as exc:
-        print(f"error: no backend answers at {url}: {exc}", file=sys.stderr)
-        return EXIT_BACKEND
-    return 0
+                    return EXIT_LLM
+        except BackendUnreachable as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except AppError as exc:  # the backend answered an error status instead of an answer
+            print(f"error {exc.status_code} {exc.error_type}: {exc.message}", file=sys.stderr)
+            return EXIT_LLM
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

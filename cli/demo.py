@@ -14,7 +14,7 @@ import httpx
 from backend.settings import load_settings
 from cli import ask as ask_cli
 from cli import index_cli
-from cli.backend_client import auth_headers
+from cli.client import auth_headers
 from cli.local_backend import BackendStartError, start_backend, stop_backend
 
 ROOT = Path(__file__).resolve().parents[1]

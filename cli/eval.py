@@ -343,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     services = client = None
     try:
         if args.url:
-            from cli.backend_client import BackendClient, auth_headers
+            from cli.client import BackendClient, auth_headers
 
             client = BackendClient(args.url, auth_headers(settings))
             search = lambda q, mode, k: client.search(q, space, k, mode)  # noqa: E731
             indexed = None
-            model = client.check().get("embedder", {}).get("model")
+            model = client.health().get("embedder", {}).get("model")
         else:
             from backend.runtime import build_runtime
 

@@ -26,12 +26,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from backend.errors import EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, StoreLocked, exit_code_for
+from backend.errors import (
+    EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, BackendUnreachable, Forbidden, StoreLocked, Unauthorized, exit_code_for,
+)
 from backend.ingest.pipeline import IngestResult, iter_folder
 from backend.api.request_guard import MULTIPART_ALLOWANCE
 from backend.domain import normalize_doc_path, validate_space
 from backend.settings import Settings, load_settings
-from cli.backend_client import BackendClient, JobRefused, UploadCut, auth_headers, discover_backend_url
+from cli.client import BackendClient, UploadCut, auth_headers, discover_backend_url
 
 STATUSES = ("added", "replaced", "unchanged", "skipped", "failed")
 # Files per job; with their multipart framing they stay within the backend's allowance over MAX_UPLOAD_MB.
@@ -84,7 +86,7 @@ def _run_remote(
     """Send the folder as ingestion jobs; with `wait`, follow them to the end (None), else their ids."""
     client = BackendClient(url, auth_headers(settings))
     try:
-        client.check()
+        client.health()
         items = []
         for f in files:
             rel = f.relative_to(args.dir).as_posix()
@@ -115,8 +117,18 @@ def _run_remote(
         if args.prune:
             tqdm.write("--prune is not available through a running backend; run it with the backend stopped")
         return None
+    except AppError as exc:
+        raise _from_backend(exc, url) from exc
     finally:
         client.close()
+
+
+def _from_backend(exc: AppError, url: str) -> AppError:
+    """The backend's error, its message saying where it came from (and which setting holds the key it refused)."""
+    if isinstance(exc, BackendUnreachable):  # the client's own words already name the URL
+        return exc
+    hint = " (BACKEND_API_KEY)" if isinstance(exc, (Unauthorized, Forbidden)) else ""
+    return type(exc)(f"backend at {url}: {exc.message}{hint}")
 
 
 def make_batches(items: list[tuple[str, Path, int]], max_bytes: int) -> list[list[tuple[str, Path, int]]]:
@@ -144,7 +156,9 @@ def _submit(client: BackendClient, space: str, batch: list, results: list[Ingest
     name it rejects) is split in halves and sent again; a single refused file is reported failed."""
     try:
         body = client.submit_job(space, [(rel, path) for rel, path, _ in batch])
-    except (JobRefused, UploadCut) as exc:
+    except (AppError, UploadCut) as exc:
+        if isinstance(exc, AppError) and not _refused(exc):
+            raise
         if len(batch) > 1:
             half = len(batch) // 2
             return _submit(client, space, batch[:half], results, bar) + _submit(client, space, batch[half:], results, bar)
@@ -157,6 +171,11 @@ def _submit(client: BackendClient, space: str, batch: list, results: list[Ingest
         _record(IngestResult(rel, status, error_type=error_type, message=message), results, bar)
         return []
     return [(body["job_id"], batch)]
+
+
+def _refused(exc: AppError) -> bool:
+    """A 4xx for this batch (too large, a name it rejects, ...): not a refused key, which stops the run."""
+    return 400 <= exc.status_code < 500 and not isinstance(exc, (Unauthorized, Forbidden))
 
 
 def _follow(client: BackendClient, job_id: str, results: list[IngestResult], bar) -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 import uvicorn
 
-from backend.errors import LLMBadResponse, LLMUnavailable
+from backend.errors import EXIT_LLM, EXIT_UNREACHABLE, LLMBadResponse, LLMUnavailable
 from cli import ask as ask_cli
 from cli.local_backend import free_port
 
@@ -44,11 +44,11 @@ def test_cli_ask_streams_the_answer_then_sources(served, fake_llm):
 
 def test_cli_ask_exit_codes(served, fake_llm, capsys):
     fake_llm.fail_before = LLMUnavailable("engine down")
-    assert ask_cli.ask(served, "How often do API keys rotate?", "kb", 3, None, out=io.StringIO()) == ask_cli.EXIT_ANSWER_FAILED
+    assert ask_cli.ask(served, "How often do API keys rotate?", "kb", 3, None, out=io.StringIO()) == EXIT_LLM
     assert "503 llm_unavailable" in capsys.readouterr().err
     fake_llm.fail_before = None
     fake_llm.fail_after_tokens, fake_llm.fail_with = 2, LLMBadResponse("crashed")
-    assert ask_cli.ask(served, "How often do API keys rotate?", "kb", 3, None, out=io.StringIO()) == ask_cli.EXIT_ANSWER_FAILED
+    assert ask_cli.ask(served, "How often do API keys rotate?", "kb", 3, None, out=io.StringIO()) == EXIT_LLM
     assert "broke off: llm_bad_response" in capsys.readouterr().err
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert ask_cli.ask(dead, "q?", "kb", 3, None, out=io.StringIO()) == ask_cli.EXIT_BACKEND
+    assert ask_cli.ask(dead, "q?", "kb", 3, None, out=io.StringIO()) == EXIT_UNREACHABLE

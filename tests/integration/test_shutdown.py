@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.ask import iter_sse
+from cli.client import iter_sse
 from cli.local_backend import start_backend, stop_backend
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
 

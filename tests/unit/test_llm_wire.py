@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from backend.llm.wire import ReplyTooLarge, SseEvents, cap_lines
-from cli.backend_client import parse_sse
+from cli.client import parse_sse
 
 CAP = 4096
 PIECE = 1024
