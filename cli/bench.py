@@ -17,8 +17,8 @@
 
 ask, ab and soak send `Authorization: Bearer` with --api-key, else BACKEND_API_KEY (env or env file).
 
-Exit codes: 0 ran (errors of single requests are counted in the report), 2 usage or a key refused (401/403),
-4 a target did not answer.
+Exit codes (backend.errors): 0 ran (errors of single requests are counted in the report), 2 usage or a key
+refused (401/403: EXIT_AUTH), 4 a target did not answer (EXIT_UNREACHABLE).
 """
 
 from __future__ import annotations
@@ -35,41 +35,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cli import bench_isolation, bench_load, bench_soak
-from cli.bench_load import percentile
+from backend.errors import EXIT_AUTH, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from cli import bench_isolation, bench_soak, loadgen
+from cli.bench_corpus import QUERIES, corpus_texts
+from cli.loadgen import percentile
 from cli.local_backend import start_backend, stop_backend
 
-ROOT = Path(__file__).resolve().parents[1]
 # Per-dimension noise around a real embedding: ~0.85 cosine to it at 384 dims, so synthetic points form
 # realistic clusters instead of a uniform sphere (which would make HNSW search unrealistically easy or hard).
 SYNTHETIC_NOISE = 0.03
-QUERIES = [
-    "how do I index a folder",
-    "which port does the backend use",
-    "what happens when a PDF is corrupt",
-    "configure the embedding model",
-    "delete a document from a space",
-    "how are chunks sized",
-    "run the tests on a fresh machine",
-    "qdrant server instead of the embedded store",
-    "what does the health endpoint report",
-    "re-indexing an unchanged folder",
-    "upload a file through the API",
-    "where is the data stored on disk",
-]
-
-
-def corpus_texts(settings, embedder) -> list[str]:
-    """Real chunks of docs/ and README, cut by the appliance's own chunker."""
-    from backend.ingest.chunking import Chunker
-    from backend.ingest.parsers import parse_document
-
-    chunker = Chunker(embedder.tokenizer, settings.chunk_tokens, settings.chunk_overlap, embedder.max_tokens)
-    texts = []
-    for path in sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]:
-        if path.exists():
-            texts += [c.embed_text for c in chunker.chunk(parse_document(path.read_bytes(), path.name))]
-    return texts
 
 
 def synthetic_points(base: np.ndarray, texts: list[str], n: int, space: str, seed: int = 0, sparse=None):
@@ -111,7 +85,7 @@ def bench_retrieval(args, settings) -> dict:
     import httpx
 
     from backend.retrieval.stores.edge import EdgeStore
-    from backend.retrieval.embedder import create_embedder
+    from backend.retrieval.embedders.registry import create_embedder
 
     from backend.retrieval.sparse import create_sparse_encoder
 
@@ -194,7 +168,7 @@ def synthetic_docs(n_files: int, texts: list[str]) -> list[tuple[str, bytes]]:
 
 def bench_ingest(args, settings) -> dict:
     from backend.ingest.parsers import parse_document
-    from backend.retrieval.embedder import create_embedder
+    from backend.retrieval.embedders.registry import create_embedder
     from backend.runtime import build_runtime
 
     embedder = create_embedder(settings)
@@ -235,10 +209,10 @@ def bench_ingest(args, settings) -> dict:
 def add_load_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the load benchmarks (ask, ab, raw)."""
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="requests in flight, one level after another")
-    p.add_argument("--requests", type=int, default=None, help=f"requests per level (default {bench_load.DEFAULT_REQUESTS}, none with --duration alone)")
+    p.add_argument("--requests", type=int, default=None, help=f"requests per level (default {loadgen.DEFAULT_REQUESTS}, none with --duration alone)")
     p.add_argument("--duration", type=float, default=None, help="stop sending new requests of a level after this many seconds")
     p.add_argument("--warmup", type=int, default=1, help="requests sent to each target before measuring, not counted")
-    p.add_argument("--timeout", type=float, default=bench_load.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
+    p.add_argument("--timeout", type=float, default=loadgen.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
     p.add_argument("--out-dir", type=Path, default=None, help="write <command>.md, <command>.json and PNG plots here")
 
 
@@ -260,7 +234,7 @@ def add_ask_options(p: argparse.ArgumentParser, keys: str | None = None) -> None
     add_load_options(p)
 
 
-LOAD_COMMANDS = {"ask": bench_load.run_ask, "ab": bench_load.run_ab, "raw": bench_load.run_raw, "soak": bench_soak.run_soak}
+LOAD_COMMANDS = {"ask": loadgen.run_ask, "ab": loadgen.run_ab, "raw": loadgen.run_raw, "soak": bench_soak.run_soak}
 BACKEND_COMMANDS = ("ask", "ab", "soak")  # they talk to the appliance's backend: BACKEND_API_KEY applies
 
 
@@ -296,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     add_ask_options(a)
     ab = sub.add_parser("ab", help="the same /ask load on two backends, with ratios and answer agreement")
     ab.add_argument(
-        "--target", type=bench_load.parse_target, action="extend", nargs="+", required=True, metavar="NAME=URL",
+        "--target", type=loadgen.parse_target, action="extend", nargs="+", required=True, metavar="NAME=URL",
         help="exactly two backends, e.g. --target ollama=http://127.0.0.1:8000 vllm=http://127.0.0.1:9000",
     )
     add_ask_options(ab, keys="one for both targets, or one per target in --target order")
@@ -320,17 +294,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.api_key = backend_api_keys(args)
             except ValueError as exc:  # a missing env file or a bad setting (pydantic's ValidationError is a ValueError)
                 print(f"error: invalid settings: {exc}", file=sys.stderr)
-                return 2
+                return EXIT_USAGE
         try:
             report = LOAD_COMMANDS[args.command](args)
-        except bench_load.UsageError as exc:
+        except loadgen.UsageError as exc:
             sub.choices[args.command].error(str(exc))
-        except bench_load.AuthRejected as exc:
+        except loadgen.AuthRejected as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return bench_load.EXIT_AUTH
-        except bench_load.TargetUnreachable as exc:
+            return EXIT_AUTH
+        except loadgen.TargetUnreachable as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return bench_load.EXIT_UNREACHABLE
+            return EXIT_UNREACHABLE
     else:
         settings = load_settings(args.env_file)
         report = {"retrieval": bench_retrieval, "ingest": bench_ingest, "isolation": bench_isolation.run}[args.command](args, settings)
@@ -338,12 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "soak":
         bench_soak.publish(report, args.out_dir)
     elif args.command in LOAD_COMMANDS:
-        bench_load.publish(report, args.out_dir)
+        loadgen.publish(report, args.out_dir)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from cli.bench_load import percentile
+from cli.loadgen import percentile
 
 
 def add_options(p) -> None:
@@ -27,8 +27,8 @@ def _ms(samples: list[float]) -> dict:
 
 
 def run(args, settings) -> dict:
-    from backend.retrieval.embedder import create_embedder
-    from cli.bench import QUERIES, corpus_texts
+    from backend.retrieval.embedders.registry import create_embedder
+    from cli.bench_corpus import QUERIES, corpus_texts
 
     embedders = {mode: create_embedder(settings.model_copy(update={"embed_isolation": mode})) for mode in ("inline", "process")}
     try:

@@ -1,7 +1,7 @@
 """`python -m cli.bench soak`: a running backend under constant streaming load for a bounded time.
 
-    1. `--concurrency` (default 64) streaming `POST /ask` in a closed loop (cli.bench_load's workers, request
-       and SSE code), first for `--warmup-s` seconds (not measured), then for `--duration` seconds (measured).
+    1. `--concurrency` (default 64) streaming `POST /ask` in a closed loop (cli.loadgen's workers and requests,
+       through cli.client), first for `--warmup-s` seconds (not measured), then for `--duration` seconds (measured).
     2. The backend's resident set size (RSS): before the load, after the warm-up, every `--sample-interval`
        seconds during the measured run, and at its end; the growth after warm-up and its slope (least squares
        over the samples; also over the run's second half, to tell memory that settles from a leak). Read from the backend's `GET /metrics` (`process_resident_memory_bytes`), else
@@ -21,12 +21,18 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 
-from cli import bench_load
-from cli.bench_load import RequestResult, Target, UsageError
+from backend.errors import AppError, BackendUnreachable, Forbidden, Unauthorized
+from cli import loadgen
+from cli.client import AsyncBackendClient
+from cli.loadgen import RequestResult, Target, UsageError
+from cli.loadgen.failures import reply_type
+
+if TYPE_CHECKING:
+    import psutil
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_DURATION_S = 30.0
@@ -71,17 +77,14 @@ class MemoryProbe:
 
     `source` says which ("metrics", "pid N") or why there is none."""
 
-    def __init__(self, client: httpx.AsyncClient, target: Target, pid: int | None) -> None:
-        self.client, self.target, self.pid = client, target, pid
+    def __init__(self, backend: AsyncBackendClient, pid: int | None) -> None:
+        self.backend, self.pid = backend, pid
         self.source: str | None = None
         self.note = ""
-        self._process = None
+        self._process: psutil.Process | None = None
 
     async def _from_metrics(self) -> float | None:
-        response = await self.client.get(f"{self.target.url}/metrics", headers=self.target.headers, timeout=METRICS_TIMEOUT_S)
-        if response.status_code != 200:
-            raise ValueError(f"GET /metrics answered HTTP {response.status_code}")
-        return rss_from_metrics(response.text)
+        return rss_from_metrics(await self.backend.metrics(timeout=METRICS_TIMEOUT_S))
 
     async def detect(self) -> None:
         try:
@@ -89,8 +92,12 @@ class MemoryProbe:
                 self.source = "metrics"
                 return
             self.note = f"/metrics has no {RSS_METRIC}"
-        except (httpx.HTTPError, ValueError) as exc:
-            self.note = str(exc) if isinstance(exc, ValueError) else f"GET /metrics failed ({type(exc).__name__})"
+        except BackendUnreachable as exc:
+            self.note = f"GET /metrics failed ({type(exc.__cause__).__name__})"
+        except AppError as exc:  # a key that may not read it (403), an older backend without it (404)
+            self.note = f"GET /metrics answered HTTP {exc.status_code}"
+        except ValueError as exc:
+            self.note = str(exc)
         if self.pid is not None:
             import psutil
 
@@ -188,32 +195,34 @@ class IngestFailed(RuntimeError):
     """The scratch spaces could not be listed or cleared: the check cannot run."""
 
 
-async def _listing(client: httpx.AsyncClient, target: Target, space: str) -> list[dict]:
-    response = await client.get(f"{target.url}/documents", params={"space_id": space}, headers=target.headers)
-    if response.status_code in bench_load.AUTH_STATUSES:
-        raise bench_load.auth_rejected(target, response.status_code, response.content)
-    if response.status_code != 200:
-        raise IngestFailed(f"GET /documents?space_id={space}: HTTP {response.status_code} {response.text[:200]}")
-    return response.json()["documents"]
-
-
-async def _clear(client: httpx.AsyncClient, target: Target, space: str) -> None:
-    for doc in await _listing(client, target, space):
-        response = await client.delete(f"{target.url}/documents/{doc['doc_id']}", headers=target.headers)
-        if response.status_code not in (200, 404):
-            raise IngestFailed(f"DELETE /documents/{doc['doc_id']}: HTTP {response.status_code}")
-
-
-async def _store_points(client: httpx.AsyncClient, target: Target) -> int | None:
+async def _listing(backend: AsyncBackendClient, target: Target, space: str) -> list[dict]:
     try:
-        points = (await client.get(f"{target.url}/health")).json()["components"]["store"].get("points")
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return await backend.documents(space)
+    except (Unauthorized, Forbidden) as exc:
+        raise loadgen.auth_rejected(target, exc.status_code, exc.message) from None
+    except AppError as exc:
+        raise IngestFailed(f"GET /documents?space_id={space}: HTTP {exc.status_code} {exc.message[:200]}") from exc
+
+
+async def _clear(backend: AsyncBackendClient, target: Target, space: str) -> None:
+    for doc in await _listing(backend, target, space):
+        try:
+            await backend.delete_document(doc["doc_id"])
+        except AppError as exc:
+            if exc.status_code != 404:  # already gone: cleared all the same
+                raise IngestFailed(f"DELETE /documents/{doc['doc_id']}: HTTP {exc.status_code}") from exc
+
+
+async def _store_points(backend: AsyncBackendClient) -> int | None:
+    try:
+        points = (await backend.health()).json()["components"]["store"].get("points")
+    except (AppError, ValueError, KeyError, TypeError):
         return None
     return points if isinstance(points, int) else None
 
 
 async def _upload(
-    client: httpx.AsyncClient, target: Target, space: str, path: str, data: bytes, throttled: Counter | None = None
+    backend: AsyncBackendClient, target: Target, space: str, path: str, data: bytes, throttled: Counter | None = None
 ) -> tuple[str, dict]:
     """("<status> <ingest status or error type>", body) of one `POST /documents`. A 429 (the space already has
     INGEST_MAX_PER_SPACE uploads in flight) is retried after its Retry-After, as a well-behaved client does, until
@@ -221,61 +230,56 @@ async def _upload(
     deadline = time.monotonic() + UPLOAD_TIMEOUT_S
     while True:
         try:
-            response = await client.post(
-                f"{target.url}/documents", data={"space_id": space, "path": path}, files={"file": (Path(path).name, data)},
-                headers=target.headers, timeout=UPLOAD_TIMEOUT_S,
-            )
-        except httpx.HTTPError as exc:
-            return bench_load._exception_type(exc), {}
-        if response.status_code != 429 or time.monotonic() >= deadline:
-            break
-        if throttled is not None:
-            throttled["429"] += 1
-        await asyncio.sleep(min(_retry_after(response), RETRY_AFTER_CAP_S))
-    if response.status_code in bench_load.AUTH_STATUSES:
-        raise bench_load.auth_rejected(target, response.status_code, response.content)
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    kind = body.get("status") if response.is_success else (body.get("error") or {}).get("type")
-    return f"{response.status_code} {kind or 'unknown'}", body
+            status, body = await backend.upload(space, path, data, timeout=UPLOAD_TIMEOUT_S)
+            return f"{status} {body.get('status') or 'unknown'}", body
+        except (Unauthorized, Forbidden) as exc:
+            raise loadgen.auth_rejected(target, exc.status_code, exc.message) from None
+        except BackendUnreachable as exc:
+            return loadgen.error_type_of(exc), {}
+        except AppError as exc:
+            if exc.status_code != 429 or time.monotonic() >= deadline:
+                return f"{exc.status_code} {reply_type(exc) or 'unknown'}", {}
+            if throttled is not None:
+                throttled["429"] += 1
+            await asyncio.sleep(min(_retry_after(exc), RETRY_AFTER_CAP_S))
+        except ValueError:  # a success whose body is not JSON
+            return "bad_response", {}
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(exc: AppError) -> float:
     try:
-        return max(float(response.headers.get("retry-after", "1")), 0.1)
+        return max(float((exc.headers or {}).get("Retry-After", "1")), 0.1)
     except ValueError:
         return 1.0
 
 
-async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, files: list[tuple[str, bytes]], clients: int, space: str) -> dict:
+async def check_concurrent_ingest(backend: AsyncBackendClient, target: Target, files: list[tuple[str, bytes]], clients: int, space: str) -> dict:
     """Single ingest of `files` into `<space>-single` (the reference chunk counts), then `clients` clients upload
     them all at once into `space`; the listing and the store's point count are checked against the reference.
 
     Both spaces are the check's scratch: their documents are deleted before and after."""
     single = f"{space}-single"
     for s in (space, single):
-        await _clear(client, target, s)
+        await _clear(backend, target, s)
     expected: dict[str, int] = {}
     errors: Counter = Counter()
     for path, data in files:
-        status, body = await _upload(client, target, single, path, data)
+        status, body = await _upload(backend, target, single, path, data)
         if status.startswith("201"):
             expected[path] = int(body["chunks"])
         else:
             errors[f"single: {status}"] += 1
-    points_before = await _store_points(client, target)
+    points_before = await _store_points(backend)
     throttled: Counter = Counter()
 
     async def one_client() -> list[str]:
-        return [(await _upload(client, target, space, path, data, throttled))[0] for path, data in files]
+        return [(await _upload(backend, target, space, path, data, throttled))[0] for path, data in files]
 
     started = time.perf_counter()
     statuses = Counter(s for per_client in await asyncio.gather(*(one_client() for _ in range(clients))) for s in per_client)
     wall = time.perf_counter() - started
-    points_after = await _store_points(client, target)
-    listed = await _listing(client, target, space)
+    points_after = await _store_points(backend)
+    listed = await _listing(backend, target, space)
     per_path = Counter(d["path"] for d in listed)
     chunk_mismatches = {
         d["path"]: {"listed": d["chunks"], "single_ingest": expected[d["path"]]}
@@ -307,7 +311,7 @@ async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, fil
         and (points_added is None or points_added == expected_points)
     )
     for s in (space, single):
-        await _clear(client, target, s)
+        await _clear(backend, target, s)
     return report
 
 
@@ -316,24 +320,25 @@ async def check_concurrent_ingest(client: httpx.AsyncClient, target: Target, fil
 
 async def _soak(args, target: Target, questions: list[str], files: list[tuple[str, bytes]] | None) -> dict:
     c = args.concurrency
-    async with bench_load.make_client(c + max(args.ingest_clients, 1), args.timeout) as client:
-        await bench_load.probe_backend(client, target, args.space)
+    async with loadgen.make_client(c + max(args.ingest_clients, 1), args.timeout) as http:
+        backend = target.client(http)
+        await loadgen.probe_backend(backend, target, args.space)
         if files:  # the scratch spaces too: refused keys stop the run before the load, not after
-            await bench_load.probe_backend(client, target, args.ingest_space)
-        probe = MemoryProbe(client, target, args.pid)
+            await loadgen.probe_backend(backend, target, args.ingest_space)
+        probe = MemoryProbe(backend, args.pid)
         await probe.detect()
-        send = bench_load._ask_sender(client, target, questions, args)
+        send = loadgen.ask_sender(backend, target, questions, args)
         rss_before = await probe.rss()
         warm: list[RequestResult] = []
         if args.warmup_s > 0:
-            warm, _ = await bench_load.run_level(send, c, None, args.warmup_s, f"warm-up c={c}")
+            warm, _ = await loadgen.run_level(send, c, None, args.warmup_s, f"warm-up c={c}")
         rss_warm = await probe.rss()
         samples: list[dict] = []
         stop = asyncio.Event()
         t0 = time.perf_counter()
         sampler = asyncio.create_task(sample_memory(probe, args.sample_interval, t0, samples, stop))
         try:
-            results, wall = await bench_load.run_level(send, c, None, args.duration, f"soak c={c}")
+            results, wall = await loadgen.run_level(send, c, None, args.duration, f"soak c={c}")
         finally:
             stop.set()
             await sampler
@@ -342,8 +347,8 @@ async def _soak(args, target: Target, questions: list[str], files: list[tuple[st
             samples.append({"t_s": round(time.perf_counter() - t0, 2), "rss_mb": round(rss_end / MB, 2)})
         ingest = None
         if files:
-            ingest = await check_concurrent_ingest(client, target, files, args.ingest_clients, args.ingest_space)
-    row = bench_load.summarize(target.name, c, results, wall)
+            ingest = await check_concurrent_ingest(backend, target, files, args.ingest_clients, args.ingest_space)
+    row = loadgen.summarize(target.name, c, results, wall)
     row["done_events"] = sum(1 for r in results if r.ended is not None)
     return {
         "runs": [row],
@@ -355,11 +360,11 @@ async def _soak(args, target: Target, questions: list[str], files: list[tuple[st
 
 def run_soak(args) -> dict:
     check_args(args)
-    questions = bench_load.load_questions(args.questions)
+    questions = loadgen.load_questions(args.questions)
     files = ingest_files(args.ingest) if args.ingest else None
     target = Target("backend", args.url.rstrip("/"))
-    bench_load.assign_keys([target], args.api_key)
-    started_at = bench_load._now()
+    loadgen.assign_keys([target], args.api_key)
+    started_at = loadgen.now()
     parts = asyncio.run(_soak(args, target, questions, files))
     return {
         "kind": "soak",
@@ -476,6 +481,6 @@ def add_options(p) -> None:
         "--ingest-space", default=DEFAULT_INGEST_SPACE,
         help="scratch space of the ingest check (and <space>-single): their documents are deleted before and after",
     )
-    p.add_argument("--timeout", type=float, default=bench_load.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
+    p.add_argument("--timeout", type=float, default=loadgen.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="write soak.md, soak.json and soak_rss.png here")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli import bench, bench_load
+from backend.errors import EXIT_AUTH, EXIT_UNREACHABLE
+from cli import bench, loadgen
 from cli.local_backend import free_port, start_backend, stop_backend
 from tests.support.ollama_server import FakeModel, FakeOllama
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
@@ -100,7 +101,7 @@ def test_ask_measures_every_level(backends, tmp_path):
     report = load_report(out)
     assert report["kind"] == "ask"
     assert report["targets"] == [{"name": "backend", "url": backends["ollama"], "engine": "ollama", "model": OLLAMA_MODEL}]
-    assert report["settings"]["questions"] == len(bench_load.QUESTIONS)
+    assert report["settings"]["questions"] == len(loadgen.QUESTIONS)
     assert [(r["concurrency"], r["requests"], r["errors"]) for r in report["runs"]] == [(1, 4, 0), (2, 4, 0)]
     for run in report["runs"]:
         assert run["token_source"] == "usage"  # Ollama's eval_count, passed on in the final event
@@ -151,7 +152,7 @@ def test_a_refused_key_stops_the_run_with_exit_2(backends, engines, tmp_path, ca
         (["ab", "--target", f"ollama={backends['ollama']}", f"vllm={backends['vllm']}", "--space", SPACE, "--api-key", KEYS["ollama"]],
          f"vllm: {backends['vllm']} refused the request sent with an API key: HTTP 401"),
     ):
-        assert bench.main(argv) == bench_load.EXIT_AUTH == 2, argv
+        assert bench.main(argv) == EXIT_AUTH == 2, argv
         err = capsys.readouterr().err
         assert expected in err and "--api-key or BACKEND_API_KEY" in err, err
         assert not any(key in err for key in KEYS.values())
@@ -170,14 +171,15 @@ def test_a_refused_key_stops_the_run_with_exit_2(backends, engines, tmp_path, ca
 def test_a_key_refused_in_the_middle_of_a_run_stops_every_worker(backends):
     """The probe catches a refused key first; should the backend start refusing it later (keys rotated), the
     first 401 ends the level: the other workers are cancelled, nothing is counted."""
-    target = bench_load.Target("ollama", backends["ollama"], api_key="rotated-key-0123456789abc")
+    target = loadgen.Target("ollama", backends["ollama"], api_key="rotated-key-0123456789abc")
     body = {"q": "Which port?", "space_id": SPACE, "stream": True}
 
     async def run() -> None:
-        async with bench_load.make_client(8, 30) as client:
-            await bench_load.run_level(lambda i: bench_load.ask_once(client, target, body, i), 8, 10_000, None, "refused")
+        async with loadgen.make_client(8, 30) as http:
+            backend = target.client(http)
+            await loadgen.run_level(lambda i: loadgen.ask_once(backend, target, body, i), 8, 10_000, None, "refused")
 
-    with pytest.raises(bench_load.AuthRejected, match="HTTP 401"):
+    with pytest.raises(loadgen.AuthRejected, match="HTTP 401"):
         asyncio.run(run())
 
 
@@ -224,9 +226,9 @@ def test_failed_requests_are_counted_not_fatal(backends, engines, tmp_path):
 
 def test_unreachable_target_and_usage_errors(tmp_path, capsys):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert bench.main(["ask", "--url", dead, "--space", SPACE, "--requests", "1"]) == bench_load.EXIT_UNREACHABLE
+    assert bench.main(["ask", "--url", dead, "--space", SPACE, "--requests", "1"]) == EXIT_UNREACHABLE
     assert f"no backend answers at {dead}" in capsys.readouterr().err
-    assert bench.main(["raw", "--url", f"{dead}/v1", "--requests", "1"]) == bench_load.EXIT_UNREACHABLE
+    assert bench.main(["raw", "--url", f"{dead}/v1", "--requests", "1"]) == EXIT_UNREACHABLE
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     for argv in (

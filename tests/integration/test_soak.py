@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli import bench, bench_load
+from backend.errors import EXIT_AUTH
+from cli import bench
 from cli.bench_soak import rss_from_metrics, slope_mb_per_min
 from cli.local_backend import start_backend, stop_backend
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
@@ -165,12 +166,12 @@ def test_a_refused_key_stops_the_soak_before_any_load(backend, engine, tmp_path,
     for key, status in (("wrong-key-0123456789abc", "401"), (DOCS_KEY, "403")):
         space = SPACE if status == "401" else "other"
         argv = ["soak", "--url", url, "--space", space, "--api-key", key, "--duration", "5", "--out-dir", str(tmp_path)]
-        assert bench.main(argv) == bench_load.EXIT_AUTH
+        assert bench.main(argv) == EXIT_AUTH
         err = capsys.readouterr().err
         assert f"HTTP {status}" in err and "--api-key" in err and key not in err
     # the scratch spaces of --ingest are checked too: DOCS_KEY covers `docs`, not `soak-ingest`
     argv = ["soak", "--url", url, "--space", SPACE, "--api-key", DOCS_KEY, "--ingest", str(ROOT / "README.md"), "--out-dir", str(tmp_path)]
-    assert bench.main(argv) == bench_load.EXIT_AUTH
+    assert bench.main(argv) == EXIT_AUTH
     assert "soak-ingest" in capsys.readouterr().err
     assert len(engine.chat_requests) == sent  # no /ask reached the engine
     assert not (tmp_path / "soak.json").exists()
