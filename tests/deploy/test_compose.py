@@ -39,7 +39,11 @@ IMAGE_TOOLS = {
     "ollama/ollama": {"ollama", "/bin/ollama", "bash", "sh", "head", "grep", "cat"},
     # vllm/vllm-openai v0.32.0: CUDA Ubuntu image; Python 3 and the vllm package (the image's entrypoint).
     "vllm/vllm-openai": {"python3", "vllm", "bash", "sh"},
+    # nginxinc/nginx-unprivileged 1.28.0-alpine: FROM alpine; busybox (sh, wget), nginx, envsubst (gettext).
+    "nginxinc/nginx-unprivileged": {"nginx", "sh", "wget", "envsubst"},
 }
+# Images built here, by their Dockerfile's base-image ARG: the final stage's base decides what a check may call.
+BUILT_IMAGE_BASES = {"Dockerfile": "PYTHON_IMAGE", "Dockerfile.vllm": "VLLM_IMAGE"}
 
 # A different valid value for every key of both env files: each must change the rendered project (a knob
 # that changes nothing is not wired). A new knob in an env file needs its line here.
@@ -87,6 +91,10 @@ ALTERNATIVES = {
     "CHUNK_OVERLAP": "32",
     "MAX_UPLOAD_MB": "100",
     "LOG_LEVEL": "debug",
+    "PREFETCH_MODEL": "meta-llama/Llama-3.1-8B-Instruct",
+    "TLS_CERT_DIR": "/etc/letsencrypt/live/rag.example.com",
+    "HTTPS_PORT": "8443",
+    "HTTP_PORT": "8080",
 }
 # Names the Ollama daemon reads itself (envconfig/config.go at the pinned tag); these go to its container.
 OLLAMA_DAEMON_VARIABLES = {
@@ -106,10 +114,15 @@ def env_file(stack: str) -> Path:
 
 def image_tools(service: dict) -> set[str]:
     if "build" in service:
-        dockerfile = Path(service["build"]["context"]) / service["build"].get("dockerfile", "Dockerfile")
-        bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", dockerfile.read_text(), re.M)
-        assert bases and bases[0].startswith("python:"), "backend image must build on python:*"
-        return BASE_IMAGE_TOOLS["python"]
+        name = service["build"].get("dockerfile", "Dockerfile")
+        dockerfile = Path(service["build"]["context"]) / name
+        bases = re.findall(rf"^ARG {BUILT_IMAGE_BASES[name]}=(\S+)", dockerfile.read_text(), re.M)
+        assert bases, f"{name}: no default for its base image"
+        if bases[0].startswith("python:"):
+            return BASE_IMAGE_TOOLS["python"]
+        repo = bases[0].rsplit(":", 1)[0]
+        assert repo in IMAGE_TOOLS, f"{repo}: read its Dockerfile and list its tools in IMAGE_TOOLS"
+        return IMAGE_TOOLS[repo]
     repo = service["image"].split("@")[0].rsplit(":", 1)[0]
     assert repo in IMAGE_TOOLS, f"{repo}: read its Dockerfile and list its tools in IMAGE_TOOLS"
     return IMAGE_TOOLS[repo]

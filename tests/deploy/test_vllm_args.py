@@ -101,7 +101,9 @@ def test_the_gpu_stack_reserves_gpus_shm_and_a_model_cache():
     (device,) = vllm["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == -1  # all
     assert int(vllm["shm_size"]) >= 8 * 2**30
-    assert any(v["target"] == "/root/.cache/huggingface" and v["type"] == "volume" for v in vllm["volumes"])
+    # The cache volume where HF_HOME points, for Dockerfile.vllm's image (uid 1000) and the upstream one (root).
+    assert any(v["target"] == "/cache/huggingface" and v["type"] == "volume" for v in vllm["volumes"])
+    assert vllm["environment"]["HF_HOME"] == "/cache/huggingface"
     assert vllm["entrypoint"] == ["vllm", "serve"]
 
 
