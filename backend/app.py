@@ -73,7 +73,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, llm: LLMClien
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        serving: Serving = app.state.serving
+        serving = app.state.serving = Serving()  # nothing of an earlier run of this app is served again
         # The LLM client connects lazily: the backend starts, and serves search, while the engine is down.
         client = serving.llm = llm or create_llm_client(settings)
         retry: asyncio.Task | None = None
