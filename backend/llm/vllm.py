@@ -126,8 +126,7 @@ class VllmClient:
         max_len = entry.get("max_model_len")
         if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len <= 0:
             raise self._failed(LLMBadResponse(f"{WHERE} did not report max_model_len for {self.model!r}"), quiet)
-        root = entry.get("root")
-        self._info = ModelInfo("vllm", self.model, max_len, {"root": root if isinstance(root, str) else None})
+        self._info = ModelInfo("vllm", self.model, max_len)
         return self._info
 
     async def count_tokens(self, messages: list[Message]) -> list[int]:
