@@ -22,6 +22,7 @@ arrives, and no JSON decoding of /ask's token events (the final event carries th
     engine     raw: probe_openai, chat_once, run_raw
     compare    ab's ratios and answer agreement
     report     the report's frame, markdown, publish;  plots: its PNGs
+    memory, ingest_check   the soak's backend memory probe and its concurrent-ingest check (cli.bench_soak)
 """
 
 from cli.loadgen.appliance import ask_once, ask_sender, probe_backend, run_ab, run_ask

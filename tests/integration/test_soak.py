@@ -20,7 +20,7 @@ import pytest
 
 from backend.errors import EXIT_AUTH
 from cli import bench
-from cli.bench_soak import rss_from_metrics, slope_mb_per_min
+from cli.loadgen.memory import rss_from_metrics, slope_mb_per_min
 from cli.local_backend import start_backend, stop_backend
 from tests.support.openai_server import FakeChatModel, FakeOpenAI
 
