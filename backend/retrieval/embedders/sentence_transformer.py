@@ -82,6 +82,10 @@ class _SentenceTransformerBase:
     def tokenizer(self):
         return self._tokenizer
 
+    def _run(self, texts: list[str]) -> np.ndarray:
+        """One forward pass over prepared texts: (len(texts), dim) float32, L2-normalised (each backend's own)."""
+        raise NotImplementedError
+
     def prepare(self, texts: Sequence[str]) -> list[str]:
         """Texts as the model gets them: cleaned and cut to a bounded length (the model's own tokenizer then
         truncates to its token limit, so no second tokenisation here)."""

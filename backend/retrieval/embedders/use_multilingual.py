@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from backend.retrieval.embedders.base import (
     unit_rows,
 )
 from backend.retrieval.embedders.unigram import unigram_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers.normalizers import Normalizer
 
 
 def _protobuf_fields(data: bytes) -> list[tuple[int, int | bytes]]:
@@ -57,6 +60,13 @@ def _protobuf_fields(data: bytes) -> list[tuple[int, int | bytes]]:
     return fields
 
 
+def _bytes_field(value: int | bytes) -> bytes:
+    """A length-delimited (or fixed-size) field's bytes; a varint where bytes belong is a malformed model."""
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected a bytes field, found the varint {value}")
+    return value
+
+
 def _read_spm(path: Path) -> tuple[list[tuple[str, float]], int, bytes, bool, bool]:
     """([(piece, score)], unk id, precompiled charsmap, add_dummy_prefix, remove_extra_whitespaces).
 
@@ -70,24 +80,25 @@ def _read_spm(path: Path) -> tuple[list[tuple[str, float]], int, bytes, bool, bo
         for number, value in model:
             if number != 1:
                 continue
-            piece = dict(_protobuf_fields(value))
+            piece = dict(_protobuf_fields(_bytes_field(value)))
             if piece.get(3) == 2:
                 unk_id = len(vocab)
-            score = struct.unpack("<f", piece[2])[0] if 2 in piece else 0.0
-            vocab.append((piece[1].decode("utf-8"), score))
-        spec = dict(_protobuf_fields(next(value for number, value in model if number == 3)))
+            score = struct.unpack("<f", _bytes_field(piece[2]))[0] if 2 in piece else 0.0
+            vocab.append((_bytes_field(piece[1]).decode("utf-8"), score))
+        spec = dict(_protobuf_fields(_bytes_field(next(value for number, value in model if number == 3))))
+        charsmap = _bytes_field(spec.get(2, b""))
     except (OSError, ValueError, KeyError, IndexError, StopIteration, struct.error, UnicodeDecodeError) as exc:
         raise EmbedderError(f"could not read the SentencePiece model {path}: {exc}") from exc
-    return vocab, unk_id, spec.get(2, b""), bool(spec.get(3, 1)), bool(spec.get(4, 1))
+    return vocab, unk_id, charsmap, bool(spec.get(3, 1)), bool(spec.get(4, 1))
 
 
-def _spm_normalizers(charsmap: bytes, remove_extra_whitespaces: bool) -> list:
+def _spm_normalizers(charsmap: bytes, remove_extra_whitespaces: bool) -> list[Normalizer]:
     """SentencePiece's own pipeline: the model's precompiled (nmt_nfkc) charsmap, then, with
     remove_extra_whitespaces, inner runs of spaces collapsed and both ends stripped."""
     from tokenizers import Regex
     from tokenizers import normalizers as norm
 
-    normalizers = [norm.Precompiled(charsmap)] if charsmap else []
+    normalizers: list[Normalizer] = [norm.Precompiled(charsmap)] if charsmap else []
     if remove_extra_whitespaces:
         normalizers += [norm.Replace(Regex(" {2,}"), " "), norm.Strip()]
     return normalizers

@@ -72,12 +72,13 @@ class _Worker:
         with self._lock:
             self._ensure_started()
 
-    def _ensure_started(self) -> None:
+    def _ensure_started(self) -> tuple[Connection, Connection]:
+        """A running worker (started now if there is none): its request and reply pipes."""
         if self._closed:
             raise EmbedderUnavailable("the embedding workers are shut down")
         if self._proc is not None:
             if self._proc.poll() is None:
-                return
+                return self._pipes()
             self._lost("died", None, restart=False)  # between calls (OOM killer, an operator): start it now
         req_r, req_w = os.pipe()  # not inheritable (PEP 446): only pass_fds reach the child
         rep_r, rep_w = os.pipe()
@@ -90,12 +91,13 @@ class _Worker:
         finally:
             os.close(req_r)
             os.close(rep_w)  # the child's copy is the only writer left: its death is EOF here
-        self._requests, self._replies = Connection(req_w, readable=False), Connection(rep_r, writable=False)
+        requests, replies = Connection(req_w, readable=False), Connection(rep_r, writable=False)
+        self._requests, self._replies = requests, replies
         try:
-            self._requests.send(self._factory)
-            if not self._replies.poll(self._start_timeout_s):
+            requests.send(self._factory)
+            if not replies.poll(self._start_timeout_s):
                 raise EmbedderUnavailable(f"the {self.role} embedding worker did not start within {self._start_timeout_s:g} s")
-            status, payload = self._replies.recv()
+            status, payload = replies.recv()
         except (EOFError, OSError) as exc:
             self._discard()
             raise EmbedderUnavailable(f"the {self.role} embedding worker exited during start-up") from exc
@@ -106,14 +108,21 @@ class _Worker:
             self._discard()
             raise EmbedderError(f"the {self.role} embedding worker could not load the model: {payload}")
         log.info("%s embedding worker started (pid %d)", self.role, self._proc.pid)
+        return requests, replies
+
+    def _pipes(self) -> tuple[Connection, Connection]:
+        requests, replies = self._requests, self._replies
+        if requests is None or replies is None:  # close() discarded them (it does not wait for a batch that hangs)
+            raise EmbedderUnavailable("the embedding workers are shut down")
+        return requests, replies
 
     def embed(self, texts: list[str], is_query: bool) -> np.ndarray:
         """One engine pass in the worker; EmbedderUnavailable when the worker dies or hangs on it."""
         with self._lock:
             for _attempt in range(2):
-                self._ensure_started()
+                requests, replies = self._ensure_started()
                 try:
-                    self._requests.send(("embed", texts, is_query))
+                    requests.send(("embed", texts, is_query))
                     break
                 except OSError:
                     # Gone before it read this request (killed between calls): nothing of it ran, a new worker gets it.
@@ -122,10 +131,10 @@ class _Worker:
                 raise EmbedderUnavailable(f"the {self.role} embedding worker keeps dying before it reads a request")
             reason = "died"
             try:
-                if not self._replies.poll(self._call_timeout_s):
+                if not replies.poll(self._call_timeout_s):
                     reason = "hung"
                     raise TimeoutError
-                status, payload = self._replies.recv()
+                status, payload = replies.recv()
             except (EOFError, OSError) as exc:  # BrokenPipe, ConnectionReset, and the TimeoutError above
                 self._lost(reason, texts)
                 raise EmbedderUnavailable(

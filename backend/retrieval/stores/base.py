@@ -19,7 +19,7 @@ could drift from the vectors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Literal, Mapping, Protocol, Sequence, TypeGuard
 
 import numpy as np
 
@@ -31,6 +31,11 @@ CROSS_VECTOR = "cross"
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
 FusionKind = Literal["rrf", "dbsf"]
+
+
+def is_search_mode(value: str) -> TypeGuard[SearchMode]:
+    """Whether `value` is one of SEARCH_MODES (and so a `SearchMode` to the type checker)."""
+    return value in SEARCH_MODES
 
 
 @dataclass(frozen=True)

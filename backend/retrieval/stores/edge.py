@@ -78,7 +78,9 @@ def _request(query: SearchQuery, flt: Filter, limit: int) -> qe.QueryRequest:
     ]
     fusion = qe.Fusion.Rrf(k=plan.rrf_k, weights=plan.weights) if plan.rrf_k is not None else qe.Fusion.Dbsf()
     return qe.QueryRequest(
-        limit=limit, prefetches=prefetches, query=fusion, filter=EDGE.filter_of(flt), with_payload=True,
+        # The stub declares Fusion.Rrf/Dbsf as plain nested classes; at run time they subclass Fusion.
+        limit=limit, prefetches=prefetches, query=fusion,  # type: ignore[arg-type]
+        filter=EDGE.filter_of(flt), with_payload=True,
         with_vector=with_vector,
     )
 

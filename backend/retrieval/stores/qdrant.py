@@ -70,6 +70,7 @@ def _query_args(query: SearchQuery, flt: Filter, limit: int) -> dict:
         models.Prefetch(query=CLIENT.query_vector(query, name), using=name, filter=CLIENT.filter_of(flt), limit=plan.candidates)
         for name in plan.lists
     ]
+    fused: models.RrfQuery | models.FusionQuery
     if plan.rrf_k is not None:
         fused = models.RrfQuery(rrf=models.Rrf(k=plan.rrf_k, weights=plan.weights))
     else:
@@ -164,7 +165,7 @@ class QdrantServerStore:
                 log.warning("collection %r has no cross-language vectors (created before CROSS_LANGUAGE_MODEL): "
                             "cross-language search is off for it; re-index into another QDRANT_COLLECTION", self.collection)
                 self.cross_dim = None
-            elif self.cross_dim and cross.size != self.cross_dim:
+            elif self.cross_dim and cross is not None and cross.size != self.cross_dim:
                 raise StoreUnavailable(
                     f"collection {self.collection!r} on the Qdrant server holds {cross.size}-dim '{CROSS_VECTOR}' vectors, not "
                     f"{self.cross_dim} (CROSS_LANGUAGE_MODEL changed?): use another QDRANT_COLLECTION"
@@ -176,6 +177,7 @@ class QdrantServerStore:
                 )
         schema = self.client.get_collection(self.collection).payload_schema or {}
         for name, kind, is_tenant in payload_indexes(schema):
+            field_schema: models.KeywordIndexParams | models.PayloadSchemaType
             if kind == "keyword":
                 field_schema = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=is_tenant)
             else:

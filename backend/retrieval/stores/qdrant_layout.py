@@ -62,9 +62,13 @@ class QdrantTypes:
 
     def query_vector(self, query: SearchQuery, name: str) -> Any:
         """The vector `query` searches the named vector `name` with: a sparse vector or a list of floats."""
+        # `name` comes from query.lists(), which names only the vectors the query holds.
         if name == SPARSE_VECTOR:
+            assert query.sparse is not None, "query.lists() names bm25 only when the query has a sparse vector"
             return self.sparse_of(query.sparse)
-        return (query.dense if name == DENSE_VECTOR else query.cross).astype(np.float32).tolist()
+        vector = query.dense if name == DENSE_VECTOR else query.cross
+        assert vector is not None, f"query.lists() names {name!r} only when the query has that vector"
+        return vector.astype(np.float32).tolist()
 
 
 @dataclass(frozen=True)
