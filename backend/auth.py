@@ -31,9 +31,13 @@ class Grant:
         """True for a key bound to some spaces; False for a '*' key or an open API (an operator)."""
         return self.spaces is not None
 
+    def covers(self, space_id: str) -> bool:
+        """Whether the key may touch this space."""
+        return self.spaces is None or space_id in self.spaces
+
     def require(self, space_id: str) -> None:
         """Forbidden unless the key covers this space."""
-        if self.spaces is not None and space_id not in self.spaces:
+        if not self.covers(space_id):
             raise Forbidden(f"this API key does not cover space {space_id!r}")
 
     def require_all(self) -> None:

@@ -40,8 +40,8 @@ def run(args, settings) -> dict:
         for embedder in embedders.values():  # warm: first calls page the model in
             embedder.embed_documents(chunks[:4])
             embedder.embed_query("warm up")
-        query_ms = {mode: [] for mode in embedders}
-        chunks_per_s = {mode: [] for mode in embedders}
+        query_ms: dict[str, list[float]] = {mode: [] for mode in embedders}
+        chunks_per_s: dict[str, list[float]] = {mode: [] for mode in embedders}
         for round_no in range(args.rounds):
             order = list(embedders) if round_no % 2 == 0 else list(reversed(embedders))
             for mode in order:

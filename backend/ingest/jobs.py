@@ -20,6 +20,7 @@ indexed stay). A job folder left by a crash is removed when the next worker star
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
 import shutil
@@ -249,7 +250,7 @@ class JobManager:
                     return
                 with self._lock:
                     f.status = "running"
-                yield f.path, lambda f=f: _read_and_delete(f)
+                yield f.path, functools.partial(_read_and_delete, f)
 
         for outcome in self.pipeline.ingest_many(job.space_id, items()):
             result = outcome.result

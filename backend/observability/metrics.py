@@ -17,6 +17,8 @@ unmatched path is "unmatched", so a scanner cannot grow the series without bound
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -137,7 +139,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def record_error(scope: dict, error_type: str) -> None:
+def record_error(scope: Mapping[str, Any], error_type: str) -> None:
     """Count an error answered for the request of this ASGI scope (no-op for an app without metrics)."""
     app = scope.get("app")
     metrics = getattr(getattr(app, "state", None), "metrics", None)

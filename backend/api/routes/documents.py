@@ -39,7 +39,7 @@ def _document_for(runtime: Runtime, grant: Grant, doc_id: str) -> DocumentInfo:
     Ids derive from (space, path): a 403 for another space's document would confirm its file names.
     """
     info = runtime.index.get(doc_id)
-    if grant.restricted and info.space_id not in grant.spaces:
+    if not grant.covers(info.space_id):
         raise DocumentNotFound(f"no document with id {doc_id!r}")  # the message of DocumentIndex.get
     return info
 
@@ -76,12 +76,12 @@ def upload_document(
         raise InvalidRequest(f"{len(path)} 'path' fields for {len(file)} files: send one per file, in order, or none")
     if len(file) > 1 or run_async:
         return _queue_job(runtime, space_id, file, path)
-    file, path = file[0], (path[0] if path else None)
-    name = path or file.filename
+    upload = file[0]
+    name = (path[0] if path else None) or upload.filename
     if not name:
         raise InvalidRequest("the upload has no file name; send one or the form field 'path'")
     limit = runtime.settings.max_upload_bytes
-    data = file.file.read(limit + 1)
+    data = upload.file.read(limit + 1)
     if len(data) > limit:
         raise FileTooLarge(f"{name}: larger than MAX_UPLOAD_MB ({runtime.settings.max_upload_mb:g} MB)")
     try:

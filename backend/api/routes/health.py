@@ -102,7 +102,9 @@ async def _components(serving: Serving) -> dict:
         store = {"status": "error", "error": serving.not_ready or "starting"}
         embedder = serving.embedder
         embedder_status = {"status": "ok", "model": embedder.name} if embedder is not None else {"status": "starting"}
-        return {"store": store, "embedder": embedder_status, "llm": await _bounded(serving.llm.health, "the LLM engine")}
+        llm = serving.llm  # set by the lifespan before it yields; None only for an app that never started
+        llm_status = await _bounded(llm.health, "the LLM engine") if llm is not None else {"status": "starting"}
+        return {"store": store, "embedder": embedder_status, "llm": llm_status}
     store, llm_status = await asyncio.gather(
         _bounded(lambda: run_in_threadpool(runtime.store.health), "the store"),
         _bounded(runtime.llm.health, "the LLM engine"),

@@ -54,7 +54,7 @@ def _cross_use(runtime: Runtime, mix: dict[str, int]) -> str:
 def list_spaces(runtime: RuntimeDep, grant: GrantDep) -> dict:
     """Every space with documents that the API key covers: documents, chunks and languages."""
     counts = runtime.index.spaces()
-    visible = [s for s in counts if not grant.restricted or s in grant.spaces]
+    visible = [s for s in counts if grant.covers(s)]
     return {"spaces": [_space(runtime, s, counts[s]) for s in visible]}
 
 
