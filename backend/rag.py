@@ -60,6 +60,10 @@ class AskRequest:
     # model between the instructions and the sources, never used for retrieval; when the window is short they
     # give way (the oldest first) before any source does. /ask sends none.
     history: list[dict] = field(default_factory=list)
+    # Retrieval's query when it is not the question itself (/v1: a bounded query from the end of a long
+    # message). Set, the question is also cut (its start first) to what fits the model's window rather than
+    # refused: the long message is a conversation or a document pasted in, its question at the end.
+    query: str | None = None
 
 
 def format_source(n: int, hit: dict) -> str:
@@ -119,6 +123,20 @@ def byte_upper_bounds(texts: list[str]) -> list[int]:
     covers at least one byte, so no text has more tokens than bytes.
     """
     return [len(t.encode("utf-8")) for t in texts]
+
+
+def fit_tail(text: str, max_bytes: int) -> str:
+    """The end of `text` in at most `max_bytes` UTF-8 bytes (an upper bound on its tokens), from a line or word
+    boundary; the text itself when it fits."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    tail = data[len(data) - max_bytes:].decode("utf-8", "ignore")
+    for sep in ("\n", " "):
+        cut = tail.find(sep)
+        if 0 <= cut < len(tail) // 4:
+            return tail[cut + 1:]
+    return tail
 
 
 def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int]]:
@@ -198,8 +216,9 @@ class RagService:
         if not 1 <= request.top_k <= self.max_top_k:
             raise InvalidRequest(f"top_k must be between 1 and {self.max_top_k}")
 
+        query = request.query or request.q
         retrieved = await run_in_threadpool(
-            self.retriever.search, request.q, request.space_id, request.top_k, request.mode, request.rerank
+            self.retriever.search, query, request.space_id, request.top_k, request.mode, request.rerank
         )
         retrieval_ms = (time.perf_counter() - started) * 1000
         min_score = self.settings.ask_min_score
@@ -207,7 +226,7 @@ class RagService:
             min_score = relevance_floor(self.retriever.embedder.name)
         cross_model = getattr(self.retriever, "cross", None)
         cross_min = relevance_floor(cross_model.name) if cross_model is not None and retrieved.cross_language else None
-        relevant = relevant_hits(request.q, retrieved.results, min_score, cross_min)
+        relevant = relevant_hits(query, retrieved.results, min_score, cross_min)
         context = Context(len(retrieved.results), len(retrieved.results) - len(relevant), retrieved.mode, retrieved.reranked)
 
         if not relevant:
@@ -221,13 +240,16 @@ class RagService:
         info = await self.llm.model_info()
         blocks = [format_source(i + 1, hit) for i, hit in enumerate(relevant)]
         history = list(request.history)
-        fixed_text = [SYSTEM_PROMPT, *(m["content"] for m in history), user_message(request.q, [])]
+        limit = prompt_limit(info.context_length, max_tokens)
+        question = request.q
+        if request.query is not None:
+            question = fit_tail(question, max(limit // 2, 0))
+        fixed_text = [SYSTEM_PROMPT, *(m["content"] for m in history), user_message(question, [])]
         # Exact counts cost the engine one tokenize request per text, which competes with its token streams
         # (measured on an H100: 25 ms of TTFT at c=1, 10 % of req/s at c=16). They matter only near the window's
         # end: when the byte upper bound already fits, nothing can be dropped and no count is needed.
         counts = byte_upper_bounds(fixed_text + blocks)
         token_counts = "upper_bound"
-        limit = prompt_limit(info.context_length, max_tokens)
         if sum(counts) + len(blocks) + HISTORY_MESSAGE_MARGIN_TOKENS * len(history) > limit:
             counts = await self.llm.count_tokens([{"role": "user", "content": t} for t in fixed_text + blocks])
             token_counts = "exact" if self.llm.exact_token_counts else "estimated"
@@ -251,7 +273,7 @@ class RagService:
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
             *({"role": m["role"], "content": m["content"]} for m in history),
-            {"role": "user", "content": user_message(request.q, [blocks[i] for i in budget.kept])},
+            {"role": "user", "content": user_message(question, [blocks[i] for i in budget.kept])},
         ]
 
         generation = _Generation(started)

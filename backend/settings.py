@@ -229,6 +229,10 @@ class Settings(BaseSettings):
         description="List and serve the engine's own model on the OpenAI-compatible /v1 API (plain chat, no retrieval; "
         "API keys for all spaces only), next to the rag/<space> models.",
     )
+    openai_embeddings_max_inputs: int = Field(
+        256, ge=1, le=4096,
+        description="Most inputs one /v1/embeddings request may carry (each at most the embedder's token limit); more is 400.",
+    )
     log_level: str = Field("info", description="Python logging level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="Server logs: one JSON object per line (with request ids), or plain text for a terminal."

@@ -131,7 +131,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(request, HTTPError(exc.status_code, error_type, str(exc.detail), headers=getattr(exc, "headers", None)))
+        error = HTTPError(exc.status_code, error_type, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(request, error, dialect_of(request.url.path))  # an unknown /v1/... path: OpenAI's
 
 
 def scrub_error(body: dict, status: int, scope: dict) -> dict:

@@ -192,10 +192,12 @@ def test_missing_key_and_invalid_requests(backend):
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
     assert response.json()["error"]["type"] == "authentication_error"
     client = sdk(backend)
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="rag/ops", messages=[{"role": "user", "content": "x"}],
-                                       tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
-    assert info.value.param == "tools"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    for tool_choice in ("required", {"type": "function", "function": {"name": "f"}}):  # a call it cannot make
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="rag/ops", messages=[{"role": "user", "content": "x"}], tools=tools,
+                                           tool_choice=tool_choice)
+        assert_openai_error(info.value, 400, "unsupported_parameter", "invalid_request_error", "tool_choice")
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="rag/ops", messages=[{"role": "user", "content": "x"}], logprobs=True)
     assert info.value.param == "logprobs"

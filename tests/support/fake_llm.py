@@ -24,6 +24,7 @@ class FakeLLM:
         self.fail_with = fail_with
         self.token_delay_s = token_delay_s
         self.calls: list[list[dict]] = []
+        self.kwargs: list[dict] = []  # each call's max_tokens and temperature
 
     async def model_info(self) -> ModelInfo:
         if self.fail_before:
@@ -37,6 +38,7 @@ class FakeLLM:
         if self.fail_before:
             raise self.fail_before
         self.calls.append(messages)
+        self.kwargs.append({"max_tokens": max_tokens, "temperature": temperature})
         words = self.answer.split(" ")
         for i, word in enumerate(words):
             if self.fail_after_tokens is not None and i == self.fail_after_tokens:

@@ -32,11 +32,24 @@ class Completion:
     model: str
     rag_answer: bool  # a rag/<space> model (retrieval, sources, the `rag` extension), not plain chat
     footer: bool  # append the cited sources to the answer's text
-    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    legacy: bool = False  # /v1/completions: `text_completion` objects, the text in `choices[0].text`
+    id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
 
+    def __post_init__(self) -> None:
+        self.id = self.id or f"{'cmpl' if self.legacy else 'chatcmpl'}-{uuid.uuid4().hex}"
+
     def envelope(self, obj: str) -> dict:
+        if self.legacy:
+            obj = "text_completion"
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "system_fingerprint": None}
+
+    def choice(self, text: str | None, reason: str | None, role: bool = False) -> dict:
+        """choices[0] of a completion (`text`) or of a stream's chunk (`delta`, `text` for legacy)."""
+        if self.legacy:
+            return {"text": text or "", "index": 0, "logprobs": None, "finish_reason": reason}
+        delta: dict = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
 
     def observe(self, answer: Answer, metrics: Metrics) -> dict:
         """The answer's JSON, observed in the metrics when it is a RAG answer (as /ask's are)."""
@@ -55,11 +68,15 @@ class Completion:
     def to_json(self, answer: Answer, metrics: Metrics) -> dict:
         """The whole `chat.completion`."""
         data = self.observe(answer, metrics)
+        text = answer.text + self.footer_text(answer)
+        if self.legacy:
+            choice = self.choice(text, finish_reason(answer))
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                      "logprobs": None, "finish_reason": finish_reason(answer)}
         return {
             **self.envelope("chat.completion"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text + self.footer_text(answer),
-                                                 "refusal": None},
-                         "logprobs": None, "finish_reason": finish_reason(answer)}],
+            "choices": [choice],
             "usage": usage(answer),
             **self.extensions(data),
         }
@@ -86,31 +103,35 @@ async def with_first(first: AnswerStreamEvent, events: AsyncIterator[AnswerStrea
 
 async def stream_chunks(completion: Completion, first: AnswerStreamEvent, events: AsyncGenerator[AnswerStreamEvent, None],
                         metrics: Metrics, include_usage: bool) -> AsyncIterator[bytes]:
-    """`chat.completion.chunk`s: the role, one per token, the footer, the finish_reason with `sources`, then
+    """`chat.completion.chunk`s (legacy: `text_completion`s, without the role's): the role, one per token, the
+    footer, the finish_reason with `sources`, then
     (stream_options.include_usage) the usage with no choices, then `[DONE]`. A failure after the stream
     started is an `error` data line, then `[DONE]`, as OpenAI and vLLM do."""
 
-    def chunk(delta: dict, reason: str | None = None, **extra) -> bytes:
+    def chunk(text: str | None, reason: str | None = None, role: bool = False, **extra) -> bytes:
         return sse_event(None, {
             **completion.envelope("chat.completion.chunk"),
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}],
+            "choices": [completion.choice(text, reason, role)],
             **({"usage": None} if include_usage else {}),
             **extra,
         })
 
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        if not completion.legacy:
+            yield chunk(None, role=True)
         async for event in with_first(first, events):
             if not isinstance(event, AnswerEvent):
                 if event.text:
-                    yield chunk({"content": event.text})
+                    yield chunk(event.text)
                 continue
             answer = event.answer
             data = completion.observe(answer, metrics)
             text = completion.footer_text(answer)
             if text:
-                yield chunk({"content": text})
-            yield chunk({}, finish_reason(answer), **completion.extensions(data))
+                yield chunk(text)
+            # `sources` ride on the chunk with the finish_reason; proxies that rebuild chunks (LiteLLM's) drop
+            # unknown fields, so the footer above carries them in the text as well (docs/openai.md).
+            yield chunk(None, finish_reason(answer), **completion.extensions(data))
             if include_usage:
                 yield sse_event(None, {**completion.envelope("chat.completion.chunk"), "choices": [], "usage": usage(answer)})
     except AppError as exc:

@@ -15,6 +15,12 @@ from backend.rag import CITATION
 HISTORY_MAX_MESSAGES = 6
 HISTORY_MAX_CHARS = 6000
 SOURCES_HEADING = "\n\nSources:\n"
+# When the model cited nothing (small models often do not), the footer lists every source it was given.
+CONSULTED_HEADING = "\n\nSources consulted:\n"
+# Retrieval's query when the question is longer than the retriever takes (a conversation or a document pasted
+# into one message): its last lines, up to this many characters. The model still gets the whole message, as
+# far as its window allows (rag.py).
+QUERY_MAX_CHARS = 1000
 
 
 def _text(message: ChatMessage, i: int) -> str:
@@ -36,9 +42,11 @@ def _text(message: ChatMessage, i: int) -> str:
 def _strip_for_history(text: str) -> str:
     """An earlier answer as the model sees it again: without our sources footer and its [n] citations, whose
     numbers referred to another list of sources than the next question's."""
-    cut = text.rfind(SOURCES_HEADING)
-    if cut >= 0 and all(re.match(r"- \[\d+\] ", line) for line in text[cut + len(SOURCES_HEADING):].strip().splitlines()):
-        text = text[:cut]
+    for heading in (SOURCES_HEADING, CONSULTED_HEADING):
+        cut = text.rfind(heading)
+        if cut >= 0 and all(re.match(r"- \[\d+\] ", line) for line in text[cut + len(heading):].strip().splitlines()):
+            text = text[:cut]
+            break
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", CITATION.sub("", text)).strip()
 
 
@@ -79,6 +87,23 @@ def split_conversation(messages: list[ChatMessage]) -> tuple[str, list[dict]]:
     return question, turns
 
 
+# A chat written out as one prompt by clients of the legacy completions API (LlamaIndex's generic
+# `messages_to_prompt`: "system: ...", "user: ...", "assistant: ..." lines, ending with "assistant: ").
+_ROLE_LINE = re.compile(r"^(system|user|assistant): ?", re.M)
+
+
+def prompt_conversation(prompt: str) -> list[ChatMessage]:
+    """A legacy completion's prompt as chat messages: the chat it writes out (when it ends with an empty
+    'assistant:' turn and names a user turn), or one user message."""
+    stripped = prompt.rstrip()
+    if stripped.endswith("assistant:") and re.match(r"(system|user): ", prompt):
+        parts = _ROLE_LINE.split(stripped[: -len("assistant:")])
+        turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+        if turns and turns[-1][0] == "user":
+            return [ChatMessage(role=role, content=text) for role, text in turns]
+    return [ChatMessage(role="user", content=prompt)]
+
+
 def engine_messages(messages: list[ChatMessage]) -> list[dict]:
     """The conversation as the engine gets it for plain chat (developer messages are system messages)."""
     out = []
@@ -89,11 +114,32 @@ def engine_messages(messages: list[ChatMessage]) -> list[dict]:
     return out
 
 
+def retrieval_query(question: str) -> str | None:
+    """A bounded query for retrieval when the question is too long to search with (None: the question itself):
+    its last lines within QUERY_MAX_CHARS, the end of its last line when that alone is longer."""
+    if len(question) <= QUERY_MAX_CHARS:
+        return None
+    kept: list[str] = []
+    size = 0
+    for line in reversed([line.strip() for line in question.splitlines() if line.strip()]):
+        if size + len(line) + 1 > QUERY_MAX_CHARS:
+            if not kept:  # one long last line: its end, from a word boundary
+                tail = line[-QUERY_MAX_CHARS:]
+                kept.append(tail.split(" ", 1)[1] if " " in tail[:80] else tail)
+            break
+        kept.insert(0, line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
 def sources_footer(sources: list[Source]) -> str:
-    """The cited sources as a Markdown list under 'Sources:', for people reading the answer in a chat UI."""
-    lines = []
-    for s in sources:
-        if s.cited:
-            where = s.path + (f", page {s.page}" if s.page else "") + (f" § {s.heading}" if s.heading else "")
-            lines.append(f"- [{s.n}] {where}")
-    return SOURCES_HEADING + "\n".join(lines) if lines else ""
+    """The sources as a Markdown list for people reading the answer in a chat UI: the cited ones under
+    'Sources:', or, when the model cited none, every source it was given under 'Sources consulted:'."""
+
+    def line(s: Source) -> str:
+        return f"- [{s.n}] " + s.path + (f", page {s.page}" if s.page else "") + (f" § {s.heading}" if s.heading else "")
+
+    cited = [line(s) for s in sources if s.cited]
+    if cited:
+        return SOURCES_HEADING + "\n".join(cited)
+    return CONSULTED_HEADING + "\n".join(line(s) for s in sources) if sources else ""

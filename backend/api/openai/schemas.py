@@ -127,14 +127,17 @@ class ChatCompletionBody(BaseModel):
     rag: RagOptions | None = Field(None, description="Extension: retrieval knobs and the sources footer.")
 
     def check_supported(self) -> None:
-        """Refuse (400 unsupported_parameter) what this server cannot do: several choices, tools, logprobs,
-        structured output, audio, predicted outputs."""
+        """Refuse (400 unsupported_parameter) what this server cannot do: several choices, a required tool call,
+        logprobs, structured output, audio, predicted outputs."""
         if self.n not in (None, 1):
             raise unsupported("n", "n other than 1")
-        if self.tools or self.functions:
-            raise unsupported("tools" if self.tools else "functions", "Tool and function calling")
-        if self.tool_choice not in (None, "none", "auto") or self.function_call not in (None, "none", "auto"):
-            raise unsupported("tool_choice" if self.tool_choice not in (None, "none", "auto") else "function_call", "Tool choice")
+        # Tools are accepted and never called (Open WebUI sends its built-in ones with every request): the answer
+        # is an ordinary assistant message, valid for a client that offered tools. Only a request that demands a
+        # call cannot be honoured.
+        if self.tool_choice not in (None, "none", "auto"):
+            raise unsupported("tool_choice", "A tool_choice that requires a tool call (this server never calls tools)")
+        if self.function_call not in (None, "none", "auto"):
+            raise unsupported("function_call", "A function_call that requires a call (this server never calls functions)")
         if self.logprobs or self.top_logprobs:
             raise unsupported("logprobs" if self.logprobs else "top_logprobs", "logprobs")
         if self.response_format and self.response_format.get("type", "text") != "text":
@@ -143,3 +146,61 @@ class ChatCompletionBody(BaseModel):
             raise unsupported("modalities" if self.audio is None else "audio", "Audio output")
         if self.prediction is not None:
             raise unsupported("prediction", "Predicted outputs")
+
+
+class CompletionBody(BaseModel):
+    """OpenAI's legacy completion request (`/v1/completions`): the prompt is the question (a prompt written from
+    a chat, `user: ...\\nassistant:` as LlamaIndex's `OpenAILike` does, is read as that chat)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., description="`rag/<space>`, or the engine's model when OPENAI_EXPOSE_ENGINE_MODEL is on.")
+    prompt: str | list[Any] = Field(..., description="One prompt (a string, or a list of one string).")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float | None = Field(None, ge=0, le=2)
+    n: int | None = None
+    best_of: int | None = None
+    echo: bool | None = None
+    logprobs: int | None = None
+    suffix: str | None = None
+    rag: RagOptions | None = Field(None, description="Extension: retrieval knobs and the sources footer.")
+
+    def the_prompt(self) -> str:
+        """The one text prompt; several prompts, token arrays and what this server cannot do are refused."""
+        if self.n not in (None, 1) or self.best_of not in (None, 1):
+            raise unsupported("n" if self.n not in (None, 1) else "best_of", "More than one completion per request")
+        if self.echo:
+            raise unsupported("echo", "echo")
+        if self.logprobs:
+            raise unsupported("logprobs", "logprobs")
+        if self.suffix:
+            raise unsupported("suffix", "suffix (insertion)")
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1 or not isinstance(prompt[0], str):
+                raise unsupported("prompt", "A prompt other than one string (several prompts, token arrays)")
+            prompt = prompt[0]
+        return prompt
+
+
+class EmbeddingBody(BaseModel):
+    """OpenAI's embeddings request, served by the appliance's own embedder (EMBED_MODEL)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(..., description="The embedder's name (EMBED_MODEL), or any `rag/<space>` the key covers.")
+    input: str | list[Any] = Field(..., description="A string or a list of strings (token arrays are refused).")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="Accepted only when it is the embedder's own dimension.")
+    input_type: Literal["query", "document"] = Field(
+        "query", description="Extension: embed as a query or as a document (E5 models encode them differently)."
+    )
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["list"]
+    data: list[dict[str, Any]] = Field(description="`{object: embedding, index, embedding}` per input, in order.")
+    model: str
+    usage: dict[str, int] = Field(description="`prompt_tokens` and `total_tokens`, as the embedder's tokenizer counts.")
