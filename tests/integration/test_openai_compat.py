@@ -6,49 +6,31 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from fastapi.testclient import TestClient
 
 from backend.errors import LLMBadResponse, LLMTimeout, LLMUnavailable
 from backend.rag import SYSTEM_PROMPT
 from backend.settings import Settings
-from tests.support.docs_factory import make_pdf
-from tests.support.threaded_server import AppServer
-
-ADMIN_KEY = "admin-key-0123456789abcdef"
-OPS_KEY = "ops-key-0123456789abcdef"
-HR_KEY = "hr-key-0123456789abcdef"
-QUESTION = "When do backups run?"
+from tests.support.openai_api import (
+    ADMIN_KEY,
+    HR_KEY,
+    OPS_KEY,
+    QUESTION,
+    assert_openai_error,
+    openai_settings,
+    sdk,
+    served_backend,
+)
 
 
 @pytest.fixture
 def settings(tmp_path, model_cache) -> Settings:
-    return Settings(
-        _env_file=None, data_dir=tmp_path / "data", MODEL_CACHE_DIR=model_cache, chunk_tokens=128, chunk_overlap=24,
-        api_keys=f"{ADMIN_KEY}=*, {OPS_KEY}=ops, {HR_KEY}=hr",
-    )
+    return openai_settings(tmp_path, model_cache)
 
 
 @pytest.fixture
 def backend(settings, services, fake_llm):
-    from backend.app import create_app
-
-    app = create_app(settings, services, llm=fake_llm)
-    with TestClient(app) as client:  # runs the lifespan (state.rag, ...) for the server below as well
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        pdf = make_pdf(["Welcome to the operations handbook.", "Backups run nightly at 02:00 to the NAS in rack B."])
-        for space, name, body in [
-            ("ops", "handbook.pdf", pdf),
-            ("ops", "keys.md", b"# Keys\n\nAPI keys are rotated every 90 days by the security team."),
-            ("hr", "leave.md", b"# Leave\n\nEvery employee has 26 days of paid leave a year."),
-        ]:
-            response = client.post("/documents", data={"space_id": space}, files={"file": (name, body)}, headers=admin)
-            assert response.status_code == 201, response.text
-        with AppServer(app) as server:
-            yield server.url
-
-
-def sdk(url: str, key: str = ADMIN_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
+    with served_backend(settings, services, fake_llm) as url:
+        yield url
 
 
 def test_models_lists_the_spaces_the_key_covers(backend, services):
@@ -150,14 +132,6 @@ def test_a_short_window_drops_earlier_turns_before_sources(backend, fake_llm):
     assert context["history"] == {"sent": 2, "dropped": 2} and context["used"] == 1 and context["dropped"] == []
     assert [m["role"] for m in fake_llm.calls[-1]] == ["system", "user", "assistant", "user"]
     assert fake_llm.calls[-1][1]["content"] == QUESTION
-
-
-def assert_openai_error(exc: openai.APIStatusError, status: int, code: str, kind: str, param: str | None = None):
-    assert exc.status_code == status
-    body = exc.response.json()
-    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["message"]
-    assert (body["error"]["code"], body["error"]["type"], body["error"]["param"]) == (code, kind, param)
-    assert exc.code == code and exc.type == kind
 
 
 @pytest.mark.parametrize("stream", [False, True])

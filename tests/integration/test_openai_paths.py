@@ -11,15 +11,20 @@ import numpy as np
 import openai
 import pytest
 
-from tests.integration.test_openai_compat import (  # noqa: F401  (fixtures)
-    ADMIN_KEY,
-    HR_KEY,
-    QUESTION,
-    assert_openai_error,
-    backend,
-    sdk,
-    settings,
-)
+from backend.settings import Settings
+from tests.support.openai_api import ADMIN_KEY, HR_KEY, QUESTION, assert_openai_error, openai_settings, sdk, served_backend
+
+
+@pytest.fixture
+def settings(tmp_path, model_cache) -> Settings:
+    return openai_settings(tmp_path, model_cache)
+
+
+@pytest.fixture
+def backend(settings, services, fake_llm):
+    with served_backend(settings, services, fake_llm) as url:
+        yield url
+
 
 # Open WebUI 0.12.4's own title prompt (DEFAULT_TITLE_GENERATION_PROMPT_TEMPLATE) as it sends it, with an
 # answer of normal length in the chat history: more than the retriever's 2,000-character query limit.
