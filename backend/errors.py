@@ -23,6 +23,8 @@
     │   └── StorageFull (507)      too little free disk under DATA_DIR to write safely
     ├── JobQueueFull (503)         too many ingestion jobs waiting or running
     ├── IngestBusy (429)           the space already has INGEST_MAX_PER_SPACE uploads being indexed
+    ├── Overloaded (503)           ASK_MAX_IN_FLIGHT answers running and ASK_QUEUE_SIZE waiting (Retry-After)
+    │   └── QueueTimeout (503)     an answer waited ASK_QUEUE_TIMEOUT_S in the queue without a slot
     ├── EmbedderError (500)
     │   └── EmbedderUnavailable (503)  the embedding worker died (it is restarted) or is restarting
     ├── BackendUnreachable (503)   (CLI talking to a running backend)
@@ -206,6 +208,25 @@ class IngestBusy(AppError):
     status_code = 429
     error_type = "ingest_busy"
     headers = {"Retry-After": "5"}
+
+
+class Overloaded(AppError):
+    """Too many answers at once: ASK_MAX_IN_FLIGHT run and ASK_QUEUE_SIZE wait already (backend/llm/admission.py).
+    Shed at once, before any work, with Retry-After: 503 (the server is busy, not this client: a load balancer
+    tries another replica, the OpenAI SDKs retry it after Retry-After)."""
+
+    status_code = 503
+    error_type = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class QueueTimeout(Overloaded):
+    """An answer waited ASK_QUEUE_TIMEOUT_S for a slot and was shed (503, Retry-After)."""
+
+    error_type = "queue_timeout"
 
 
 class EmbedderError(AppError):

@@ -23,6 +23,7 @@ from backend.ingest.isolation import ParseLimits, ParsePool
 from backend.ingest.jobs import JobManager
 from backend.ingest.optimizer import BackgroundOptimizer
 from backend.ingest.pipeline import IngestPipeline, IngestResult
+from backend.llm.admission import Admission
 from backend.llm.base import LLMClient
 from backend.llm.registry import create_llm_client
 from backend.observability.metrics import Metrics
@@ -45,8 +46,9 @@ class Runtime:
     """The components of one backend (or one CLI run) and their life cycle.
 
     Attributes: `settings`, `embedder`, `cross_embedder` (CROSS_LANGUAGE_MODEL's, or None), `store`, `index`,
-    `retriever`, `pipeline`, `optimizer`, `jobs`, `metrics` (None in a CLI run), and, built on first use,
-    `llm` (the engine's client: it connects lazily) and `rag`.
+    `retriever`, `pipeline`, `optimizer`, `jobs`, `metrics` (None in a CLI run), `admission` (the one limit on
+    answers in flight that /ask and /v1 share: backend/llm/admission.py), and, built on first use, `llm` (the
+    engine's client: it connects lazily) and `rag`.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Runtime:
         self.optimizer = optimizer or BackgroundOptimizer(store)
         self.metrics = metrics
         self.jobs = JobManager(settings.data_dir / "jobs", pipeline, self._count if metrics is not None else None)
+        self.admission = Admission.from_settings(settings, metrics)
         self._llm = llm
         self._owns_components = owns_components  # store, pipeline (and what `adopt` names) close with this runtime
         self._owned: set[str] = set()  # of "embedder", "cross_embedder", "llm"
@@ -134,6 +137,7 @@ class Runtime:
         """`close()` from the event loop: the LLM client's connections are closed on the loop that used them,
         the blocking steps in a thread."""
         await asyncio.to_thread(self._stop_jobs)
+        await self.admission.aclose()
         if "llm" in self._owned:
             await self.llm.aclose()
         await asyncio.to_thread(self._release)
@@ -143,6 +147,8 @@ class Runtime:
         within SHUTDOWN_TIMEOUT_S), then the LLM client, then the advertisement, then the optimiser, pipeline,
         store and the embedders this runtime owns. From async code, use `aclose()`."""
         self._stop_jobs()
+        if self.admission.engine_load is not None:
+            asyncio.run(self.admission.aclose())
         if "llm" in self._owned:
             asyncio.run(self.llm.aclose())
         self._release()

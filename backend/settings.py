@@ -204,6 +204,26 @@ class Settings(BaseSettings):
         description="Chunks whose question-chunk cosine is below this are not relevant; none left = 'not found', no LLM "
         "call. Empty: the embedding model's calibrated value (docs/retrieval.md).",
     )
+    # Backpressure (backend/llm/admission.py): answers of /ask and /v1 share one limit per backend process.
+    ask_max_in_flight: int = Field(
+        256, ge=0,
+        description="Answers (/ask, /v1 completions) generated at once by this backend; more wait in the queue. "
+        "0 = no limit (and no queue).",
+    )
+    ask_queue_size: int = Field(
+        128, ge=0,
+        description="Answers that may wait for a slot; beyond them a request is shed at once: 503 overloaded with "
+        "Retry-After. 0 = no queue.",
+    )
+    ask_queue_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait in the queue; then 503 queue_timeout with Retry-After."
+    )
+    ask_engine_waiting_max: int | None = Field(
+        None, ge=0,
+        description="vLLM only: while the engine's /metrics reports at least this many requests waiting "
+        "(vllm:num_requests_waiting, polled every 0.5 s), new answers wait in the queue. Empty = off; "
+        "an engine whose metrics cannot be read does not hold answers back.",
+    )
 
     # HTTP API
     host: str = Field("127.0.0.1", description="Interface the backend binds to (0.0.0.0 in containers).")

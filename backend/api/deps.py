@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from backend.auth import GRANT_SCOPE_KEY, Grant
 from backend.errors import StoreUnavailable
 from backend.ingest.jobs import JobManager
+from backend.llm.admission import Admission
 from backend.llm.base import LLMClient
 from backend.observability.metrics import Metrics
 from backend.rag import RagService
@@ -53,6 +54,14 @@ def get_rag(runtime: RuntimeDep) -> RagService:
 
 
 RagDep = Annotated[RagService, Depends(get_rag)]
+
+
+def get_admission(runtime: RuntimeDep) -> Admission:
+    """The runtime's one admission (ASK_MAX_IN_FLIGHT, the queue): every answering route passes it."""
+    return runtime.admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]
 
 
 def get_jobs(runtime: RuntimeDep) -> JobManager:

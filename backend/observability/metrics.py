@@ -10,6 +10,8 @@ count them together). Names (docs/monitoring.md lists them with their meaning):
     rag_llm_tokens_total{kind}                         rag_documents_ingested_total{status}
     rag_info{version,engine,embed_model,store}         process_* (resident memory, CPU, open fds)
     rag_embed_worker_crashes_total{role,reason}        (process-wide, like process_*: the workers are this process's)
+    rag_answers_in_flight      rag_answers_queued      rag_answers_limit      rag_answers_shed_total{reason}
+    rag_engine_requests_waiting                        (admission: backend/llm/admission.py)
 
 Labels never carry user input (no space ids, paths or questions): `route` is the route's template, and an
 unmatched path is "unmatched", so a scanner cannot grow the series without bound.
@@ -69,7 +71,7 @@ class Metrics:
         self.stage = Histogram(
             "rag_stage_duration_seconds",
             "Time per stage: parse, embed, store_write (ingest); query_embed, search, rerank (retrieval); "
-            "retrieval, ttft, generation, total (one /ask).",
+            "retrieval, ttft, generation, total (one /ask); admission (an answer's wait for its slot).",
             ["stage"], buckets=STAGE_BUCKETS, registry=r,
         )
         self.errors = Counter("rag_errors", "Errors answered, by the type in the JSON error body.", ["type"], registry=r)
@@ -85,6 +87,22 @@ class Metrics:
         self.llm_tokens = Counter("rag_llm_tokens", "Tokens the engine reported, by kind.", ["kind"], registry=r)
         self.documents = Counter("rag_documents_ingested", "Files through the ingest pipeline, by outcome.", ["status"], registry=r)
         self.info = Gauge("rag_info", "What this backend runs.", ["version", "engine", "embed_model", "store"], registry=r)
+        # Admission (backend/llm/admission.py): the answers holding a slot, those waiting for one, the limit, and
+        # those shed (reason: queue_full, queue_timeout). Their wait is the stage "admission".
+        self.answers_in_flight = Gauge("rag_answers_in_flight", "Answers holding a slot (ASK_MAX_IN_FLIGHT).", registry=r)
+        self.answers_queued = Gauge("rag_answers_queued", "Answers waiting for a slot (at most ASK_QUEUE_SIZE).", registry=r)
+        self.admission_limit = Gauge("rag_answers_limit", "ASK_MAX_IN_FLIGHT (0: no limit).", registry=r)
+        self.answers_shed = Counter(
+            "rag_answers_shed", "Answers refused with 503 and Retry-After, by reason: queue_full, queue_timeout.",
+            ["reason"], registry=r,
+        )
+        for reason in ("queue_full", "queue_timeout"):
+            self.answers_shed.labels(reason)  # exported from the start, so rate() and alerts see 0 rather than nothing
+        self.engine_waiting = Gauge(
+            "rag_engine_requests_waiting",
+            "vllm:num_requests_waiting as last read by admission (ASK_ENGINE_WAITING_MAX); NaN when unknown.", registry=r,
+        )
+        self.engine_waiting.set(float("nan"))
         r.register(EmbedWorkerCrashes())
 
     # -- recording ---------------------------------------------------------------------------------------

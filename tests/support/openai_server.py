@@ -2,6 +2,8 @@
 benchmark use, with a fixed latency per token, for tests that need an engine but not a model:
 
 - `GET /v1/models`: the served models with vLLM's `max_model_len` and `owned_by: "vllm"`;
+- `GET /metrics` (at the server root): `vllm:num_requests_waiting` = `FakeOpenAI.waiting` (admission's engine
+  load); `metrics_status` other than 200 answers that status instead;
 - `POST /tokenize` (vLLM's, at the server root): `{"count", "tokens", "max_model_len"}`, a word per token;
 - `POST /v1/chat/completions` with `"stream": true` only: OpenAI-style SSE chunks (a first chunk with the
   role, one chunk per word, a chunk with `finish_reason`), then with `stream_options.include_usage` a chunk
@@ -64,12 +66,15 @@ class FakeOpenAI(ThreadedServer):
         self.chat_requests: list[dict] = []
         self.streams: list[StreamRecord] = []  # one per chat stream, in order
         self.models_body: bytes | None = None  # when set, GET /v1/models answers these bytes (200, JSON type)
+        self.waiting = 0.0  # vllm:num_requests_waiting on GET /metrics
+        self.metrics_status = 200
 
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/tokenize", self._tokenize, methods=["POST"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
             ]
         )
@@ -82,6 +87,15 @@ class FakeOpenAI(ThreadedServer):
             for name, m in self.models.items()
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    async def _metrics(self, request: Request) -> Response:
+        if self.metrics_status != 200:
+            return Response("no metrics here", status_code=self.metrics_status)
+        page = ("# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+                "# TYPE vllm:num_requests_waiting gauge\n"
+                f'vllm:num_requests_waiting{{engine="0",model_name="{next(iter(self.models))}"}} {float(self.waiting)}\n'
+                'vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 99.0\n')
+        return Response(page, media_type="text/plain; version=0.0.4")
 
     async def _tokenize(self, request: Request) -> Response:
         body = await request.json()

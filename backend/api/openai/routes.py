@@ -18,7 +18,7 @@ from backend.api.answer_guard import (
     until_disconnect,
     with_deadline,
 )
-from backend.api.deps import GrantDep, MetricsDep, RagDep, ServicesDep
+from backend.api.deps import GrantDep, MetricsDep, RagDep, ServicesDep, get_runtime
 from backend.api.openai.completions import Completion, stream_chunks, with_first
 from backend.api.openai.conversation import engine_messages, prompt_conversation, retrieval_query, split_conversation
 from backend.api.openai.embeddings import embed
@@ -150,7 +150,8 @@ async def _complete(model: str, messages: list[ChatMessage], max_tokens: int | N
         events = rag.chat(engine_messages(messages), max_tokens, temperature)
         rag_answer = False
     completion = Completion(model, rag_answer, footer=options.sources_footer and rag_answer, legacy=legacy)
-    events = with_deadline(events, rag.settings.answer_timeout_s)
+    # The same admission as /ask (the runtime's one): a slot before any work, else 503 with Retry-After.
+    events = with_deadline(get_runtime(request).admission.admit(events), rag.settings.answer_timeout_s)
     try:
         # Pull the first event before answering: an error up to here (unknown space, LLM down) gets its real
         # status code, in a stream as well.

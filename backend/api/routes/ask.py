@@ -20,7 +20,7 @@ from backend.api.answer_guard import (
     until_disconnect,
     with_deadline,
 )
-from backend.api.deps import GrantDep, MetricsDep, RagDep
+from backend.api.deps import AdmissionDep, GrantDep, MetricsDep, RagDep
 from backend.api.errors import error_body, unexpected
 from backend.api.schemas import ERROR_RESPONSES, AskOut
 from backend.api.streaming import NO_STORE, STREAM_HEADERS, sse_event
@@ -62,7 +62,7 @@ ASK_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/ask", responses=ASK_RESPONSES)
-async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, request: Request):
+async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, admission: AdmissionDep, request: Request):
     """Retrieve from the space, answer with the configured engine, cite sources as [n].
 
     JSON: `{"answer", "sources": [{n, doc_id, path, chunk_index, page, score, text, cited}], "engine", "model",
@@ -70,13 +70,14 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
     answer started ends the stream with an `error` event (`{"error": {type, message}}`).
     The whole answer has ANSWER_TIMEOUT_S (504 answer_timeout, or an `error` event once streaming); a
-    client that disconnects cancels its answer and the engine's request.
+    client that disconnects cancels its answer and the engine's request. Beyond ASK_MAX_IN_FLIGHT answers the
+    request waits in the queue; a full queue, or ASK_QUEUE_TIMEOUT_S in it, is 503 with Retry-After.
     """
     grant.require(validate_space(body.space_id))
     ask_request = AskRequest(
         body.q, body.space_id, body.top_k, body.max_tokens, body.temperature, body.mode, body.rerank
     )
-    events = with_deadline(rag.ask(ask_request), rag.settings.answer_timeout_s)
+    events = with_deadline(admission.admit(rag.ask(ask_request)), rag.settings.answer_timeout_s)
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     try:
         if not wants_stream:
