@@ -197,10 +197,16 @@ class Admission:
 
     async def aclose(self) -> None:
         """Stop polling the engine (the runtime's `aclose`)."""
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-            self._poller = None
+        poller, self._poller = self._poller, None
+        if poller is not None and poller.get_loop() is not asyncio.get_running_loop():
+            # Served on another loop than the one closing (tests serve an app's lifespan and its requests on
+            # two): stop it there; its connections belong to that loop and go with it.
+            if not poller.get_loop().is_closed():
+                poller.get_loop().call_soon_threadsafe(poller.cancel)
+            return
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
         if self.engine_load is not None:
             await self.engine_load.aclose()
 
