@@ -11,6 +11,10 @@
     ab         the same load and questions on two backends (e.g. Ollama vs vLLM), one after the other per
                level, with the second-to-first ratios and how far their answers agree.
     raw        the same load straight on an OpenAI-compatible engine (vLLM's /v1/chat/completions).
+    record     a pass-through proxy between a backend and its engine that writes down every chat request the
+               backend sends (run `ask` once through it).
+    replay     those recorded requests straight to the engine, with ask's loop, client and levels: the same
+               prompts and sampling parameters as /ask, so that /ask's ratio to it is fair.
     soak       constant streaming /ask load on a running backend for a bounded time: errors, latency, and the
                backend's memory over time; with --ingest, a concurrent ingest of the same files checked for
                duplicates.
@@ -24,6 +28,7 @@ refused (401/403: EXIT_AUTH), 4 a target did not answer (EXIT_UNREACHABLE).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -174,7 +179,9 @@ def bench_ingest(args, settings) -> dict:
     embedder = create_embedder(settings)
     files = synthetic_docs(args.files, corpus_texts(settings, embedder))
     embedder.embed_documents(["warm up"] * 8)
-    raw_runs, pipe_runs, chunk_texts = [], [], []
+    raw_runs: list[float] = []
+    pipe_runs: list[float] = []
+    chunk_texts: list[str] = []
     for round_no in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=args.work_dir) as tmp:
             svc = build_runtime(settings.model_copy(update={"data_dir": Path(tmp)}), embedder=embedder)
@@ -185,7 +192,8 @@ def bench_ingest(args, settings) -> dict:
                 embedder.embed_documents(chunk_texts)
                 raw_runs.append(len(chunk_texts) / (time.perf_counter() - t))
                 t = time.perf_counter()
-                written = sum(o.result.chunks for o in svc.pipeline.ingest_many("bench", [(p, (lambda d=d: d)) for p, d in files]))
+                sources = [(p, functools.partial(bytes, d)) for p, d in files]
+                written = sum(o.result.chunks for o in svc.pipeline.ingest_many("bench", sources))
                 pipe_runs.append(written / (time.perf_counter() - t))
                 assert written == len(chunk_texts), (written, len(chunk_texts))
             finally:
@@ -234,7 +242,8 @@ def add_ask_options(p: argparse.ArgumentParser, keys: str | None = None) -> None
     add_load_options(p)
 
 
-LOAD_COMMANDS = {"ask": loadgen.run_ask, "ab": loadgen.run_ab, "raw": loadgen.run_raw, "soak": bench_soak.run_soak}
+LOAD_COMMANDS = {"ask": loadgen.run_ask, "ab": loadgen.run_ab, "raw": loadgen.run_raw, "replay": loadgen.run_replay,
+                 "record": loadgen.run_record, "soak": bench_soak.run_soak}
 BACKEND_COMMANDS = ("ask", "ab", "soak")  # they talk to the appliance's backend: BACKEND_API_KEY applies
 
 
@@ -283,6 +292,20 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--max-tokens", type=int, default=256)
     w.add_argument("--ignore-eos", action="store_true", help="vLLM only: always generate --max-tokens tokens")
     add_load_options(w)
+    rec = sub.add_parser("record", help="a proxy in front of the engine that records the chat requests a backend sends")
+    rec.add_argument("--upstream", default="http://127.0.0.1:8001", help="the engine's root URL (vLLM, without /v1)")
+    rec.add_argument("--listen", default="127.0.0.1:8010", help="HOST:PORT to serve on; point the backend's VLLM_BASE_URL at http://HOST:PORT/v1")
+    rec.add_argument("--out", type=Path, required=True, help="JSON lines, one recorded chat request each (replaced unless --append)")
+    rec.add_argument("--append", action="store_true", help="add to --out instead of starting it afresh")
+    rp = sub.add_parser("replay", help="recorded chat requests straight to the engine: /ask's fair baseline")
+    rp.add_argument("--url", default="http://127.0.0.1:8001/v1", help="the engine's OpenAI API, with /v1")
+    rp.add_argument("--prompts", type=Path, required=True, help="the file `record --out` wrote")
+    rp.add_argument("--model", default=None, help="send this model instead of the recorded one")
+    rp.add_argument("--name", default="replay", help="the target's name in the report")
+    rp.add_argument("--api-key", default=None, help="the server's --api-key, if it has one")
+    rp.add_argument("--max-tokens", type=int, default=None, help="instead of the recorded max_tokens")
+    rp.add_argument("--ignore-eos", action="store_true", help="vLLM only: always generate max_tokens tokens")
+    add_load_options(rp)
     soak = sub.add_parser("soak", help="constant streaming /ask load for a bounded time: errors, latency, backend memory")
     add_request_options(soak)
     bench_soak.add_options(soak)
@@ -311,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     if args.command == "soak":
         bench_soak.publish(report, args.out_dir)
-    elif args.command in LOAD_COMMANDS:
+    elif args.command in LOAD_COMMANDS and args.command != "record":
         loadgen.publish(report, args.out_dir)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

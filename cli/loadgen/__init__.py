@@ -5,6 +5,8 @@
          second to the first, and how far their answers agree.
     raw  the same load straight on an OpenAI-compatible engine (`POST /v1/chat/completions`, OpenAI-style
          SSE), to set the engine's own figures next to /ask's.
+    record  a pass-through proxy between a backend and its engine that writes every chat request down;
+    replay  those exact requests straight to the engine, with the same loop and levels: /ask's fair baseline.
 
 Closed loop (`runner`): at a level `c`, exactly `c` requests are in flight; each worker sends its next request
 as soon as its previous one ended. Every request is one `RequestResult` (client-side timestamps, tokens, error
@@ -20,6 +22,7 @@ arrives, and no JSON decoding of /ask's token events (the final event carries th
     failures   how a failed request is named in the report
     appliance  /ask: probe_backend, ask_once, ask_sender, run_ask, run_ab
     engine     raw: probe_openai, chat_once, run_raw
+    recorder   record: RecordingProxy, run_record, load_prompts;  replay: run_replay
     compare    ab's ratios and answer agreement
     report     the report's frame, markdown, publish;  plots: its PNGs
     memory, ingest_check   the soak's backend memory probe and its concurrent-ingest check (cli.bench_soak)
@@ -27,6 +30,8 @@ arrives, and no JSON decoding of /ask's token events (the final event carries th
 
 from cli.loadgen.appliance import ask_once, ask_sender, probe_backend, run_ab, run_ask
 from cli.loadgen.engine import run_raw
+from cli.loadgen.recorder import RecordingProxy, load_prompts, run_record
+from cli.loadgen.replay import run_replay
 from cli.loadgen.failures import error_type_of
 from cli.loadgen.report import build_report, markdown, now, publish
 from cli.loadgen.runner import DEFAULT_REQUESTS, DEFAULT_TIMEOUT_S, make_client, run_level, run_levels
@@ -37,7 +42,7 @@ from cli.loadgen.targets import (
 
 __all__ = [
     "DEFAULT_REQUESTS", "DEFAULT_TIMEOUT_S", "QUESTIONS", "AuthRejected", "RequestResult", "Target", "TargetUnreachable",
-    "UsageError", "ask_once", "ask_sender", "assign_keys", "auth_rejected", "build_report", "error_type_of", "load_questions",
+    "RecordingProxy", "UsageError", "ask_once", "ask_sender", "assign_keys", "auth_rejected", "build_report", "error_type_of", "load_questions",
     "make_client", "markdown", "now", "parse_target", "percentile", "probe_backend", "publish", "run_ab", "run_ask",
-    "run_level", "run_levels", "run_raw", "summarize",
+    "load_prompts", "run_level", "run_levels", "run_raw", "run_record", "run_replay", "summarize",
 ]

@@ -37,6 +37,7 @@ TITLES = {
     "ask": "`POST /ask` load (streaming)",
     "ab": "A/B: `POST /ask` on two backends",
     "raw": "Raw `POST /v1/chat/completions` load (streaming)",
+    "replay": "Replay: the prompts /ask sent, straight to the engine (streaming)",
 }
 
 
