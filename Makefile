@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
+.PHONY: setup browser openwebui demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -63,7 +63,30 @@ $(CHECKOV):
 	$(PYTHON) -m venv .venv-checkov
 	.venv-checkov/bin/pip install --quiet checkov==3.3.30
 
-test: setup browser $(CHECKOV) $(NGINX)
+# Open WebUI (the chat front end of tests/integration/test_openwebui.py, driven in chromium against /v1) in its
+# own venv: it pins fastapi, pydantic and transformers. CPU torch first, or pip pulls the CUDA build (~5 GB
+# more). ~3 min the first time here (185 s measured, from the registry); the stamp keeps it until the version changes.
+OPENWEBUI_VERSION ?= 0.12.4
+OPENWEBUI := .venv-openwebui/.installed-$(OPENWEBUI_VERSION)
+openwebui: $(OPENWEBUI)
+
+$(OPENWEBUI):
+	test -x .venv-openwebui/bin/python || $(PYTHON) -m venv .venv-openwebui
+	.venv-openwebui/bin/pip install --quiet torch==2.13.0
+	.venv-openwebui/bin/pip install --quiet open-webui==$(OPENWEBUI_VERSION)
+	rm -f .venv-openwebui/.installed-*
+	touch $@
+
+# LlamaIndex's OpenAILike (the /v1 client matrix, tests/integration/test_openai_clients.py) in its own venv:
+# llama-index-llms-openai pins openai<3, the appliance openai==3.51.0.
+LLAMAINDEX := .venv-llamaindex/.installed-0.8.1
+$(LLAMAINDEX):
+	test -x .venv-llamaindex/bin/python || $(PYTHON) -m venv .venv-llamaindex
+	.venv-llamaindex/bin/pip install --quiet llama-index-llms-openai-like==0.8.1
+	rm -f .venv-llamaindex/.installed-*
+	touch $@
+
+test: setup browser $(CHECKOV) $(NGINX) $(OPENWEBUI) $(LLAMAINDEX)
 	$(PY) -m pytest -q
 
 serve: setup

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
@@ -52,6 +52,13 @@ class FakeChatModel:
     break_after_tokens: int | None = None  # cut the connection (no [DONE], no final chunk) after N tokens
     endless: bool = False  # after the answer's words, more words forever (no finish_reason, no [DONE])
     unterminated_event_bytes: int = 0  # after the role chunk, one data line of N bytes that never ends
+    # Other answers by prompt: the first key found in the last message's text picks its answer (a chat front
+    # end's title prompt answered with the JSON it expects, tests/integration/test_openwebui.py).
+    answers: dict[str, str] = field(default_factory=dict)
+
+    def answer_to(self, messages: list) -> str:
+        last = str((messages or [{}])[-1].get("content", "")) if messages else ""
+        return next((answer for key, answer in self.answers.items() if key in last), self.answer)
 
 
 class FakeOpenAI(ThreadedServer):
@@ -116,7 +123,8 @@ class FakeOpenAI(ThreadedServer):
             return _error(model.chat_status, "InternalServerError", "the engine failed")
         if not body.get("stream"):
             return _error(400, "BadRequestError", "this fake only streams")
-        words = model.answer.split(" ")
+        answer = model.answer_to(body.get("messages") or [])
+        words = answer.split(" ")
         if body.get("max_tokens") is not None:
             words = words[: int(body["max_tokens"])]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
@@ -148,7 +156,7 @@ class FakeOpenAI(ThreadedServer):
                 if i:
                     await asyncio.sleep(model.token_delay_s)
                 yield chunk({"content": word if i == 0 else " " + word})
-            yield chunk({}, "stop" if len(words) == len(model.answer.split(" ")) else "length")
+            yield chunk({}, "stop" if len(words) == len(answer.split(" ")) else "length")
             if include_usage:
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words), "total_tokens": prompt_tokens + len(words)}
                 yield _data({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": name, "choices": [], "usage": usage})
