@@ -6,7 +6,10 @@
        seconds during the measured run, and at its end; the growth after warm-up and its slope (least squares
        over the samples; also over the run's second half, to tell memory that settles from a leak). Read from the backend's `GET /metrics` (`process_resident_memory_bytes`), else
        with psutil from `--pid` (a backend on this machine).
-    3. With `--ingest FILE|DIR ...`: `--ingest-clients` clients (default 8) upload the same files (same space,
+    3. With `--overload-concurrency C`: C streams (well beyond the backend's ASK_MAX_IN_FLIGHT) for `--overload-s`
+       seconds: the accepted answers' TTFT next to the measured run's, and how fast the shed ones were refused
+       (cli/loadgen/overload.py).
+    4. With `--ingest FILE|DIR ...`: `--ingest-clients` clients (default 8) upload the same files (same space,
        same paths) to `POST /documents` at the same time; the space must then list each path exactly once,
        with the chunk count a single ingest of that file gives, and the store must hold exactly those chunks.
 
@@ -24,6 +27,7 @@ from cli import loadgen
 from cli.loadgen import RequestResult, Target, UsageError
 from cli.loadgen.ingest_check import check_concurrent_ingest, ingest_files
 from cli.loadgen.memory import MB, MemoryProbe, memory_summary, sample_memory
+from cli.loadgen.overload import run_overload
 
 DEFAULT_CONCURRENCY = 64
 DEFAULT_DURATION_S = 30.0
@@ -31,6 +35,8 @@ DEFAULT_WARMUP_S = 5.0
 DEFAULT_SAMPLE_S = 2.0
 DEFAULT_INGEST_CLIENTS = 8
 DEFAULT_INGEST_SPACE = "soak-ingest"
+DEFAULT_OVERLOAD_S = 10.0
+DEFAULT_OVERLOAD_PAUSE_S = 1.0
 DEFAULT_OUT_DIR = Path("benchmarks/out/soak")
 
 
@@ -41,6 +47,8 @@ def check_args(args) -> None:
         raise UsageError("--duration and --sample-interval must be > 0, --warmup-s >= 0")
     if args.ingest and args.ingest_clients < 1:
         raise UsageError("--ingest-clients must be >= 1")
+    if args.overload_concurrency < 0 or args.overload_s <= 0 or args.overload_pause_s < 0:
+        raise UsageError("--overload-concurrency must be >= 0, --overload-s > 0, --overload-pause-s >= 0")
 
 
 # -- the backend's memory ---------------------------------------------------------------------------------
@@ -48,7 +56,7 @@ def check_args(args) -> None:
 
 async def _soak(args, target: Target, questions: list[str], files: list[tuple[str, bytes]] | None) -> dict:
     c = args.concurrency
-    async with loadgen.make_client(c + max(args.ingest_clients, 1), args.timeout) as http:
+    async with loadgen.make_client(max(c, args.overload_concurrency) + max(args.ingest_clients, 1), args.timeout) as http:
         backend = target.client(http)
         await loadgen.probe_backend(backend, target, args.space)
         if files:  # the scratch spaces too: refused keys stop the run before the load, not after
@@ -73,15 +81,23 @@ async def _soak(args, target: Target, questions: list[str], files: list[tuple[st
         rss_end = await probe.rss()
         if rss_end is not None:
             samples.append({"t_s": round(time.perf_counter() - t0, 2), "rss_mb": round(rss_end / MB, 2)})
+        overload = None
+        if args.overload_concurrency:
+            overload = await run_overload(send, args.overload_concurrency, args.overload_s, args.overload_pause_s)
         ingest = None
         if files:
             ingest = await check_concurrent_ingest(backend, target, files, args.ingest_clients, args.ingest_space)
     row = loadgen.summarize(target.name, c, results, wall)
     row["done_events"] = sum(1 for r in results if r.ended is not None)
+    if overload is not None:  # against the measured run at capacity
+        base = row["ttft_p99_ms"]
+        overload["baseline_ttft_p99_ms"] = base
+        overload["ttft_p99_vs_baseline"] = round(overload["accepted_ttft_p99_ms"] / base, 3) if base and overload["accepted_ttft_p99_ms"] else None
     return {
         "runs": [row],
         "warmup": {"requests": len(warm), "errors": sum(1 for r in warm if r.error)},
         "memory": memory_summary(probe, rss_before, rss_warm, rss_end, samples),
+        "overload": overload,
         "ingest": ingest,
     }
 
@@ -110,6 +126,8 @@ def run_soak(args) -> dict:
             "questions_file": str(args.questions) if args.questions else None,
             "ingest_clients": args.ingest_clients if files else None,
             "ingest_files": len(files) if files else None,
+            "overload_concurrency": args.overload_concurrency or None,
+            "overload_s": args.overload_s if args.overload_concurrency else None,
         },
         **parts,
     }
@@ -151,6 +169,17 @@ def markdown(report: dict) -> str:
     ]
     if m["samples"]:
         lines += ["", "Samples (s: MB): " + ", ".join(f"{x['t_s']:g}: {x['rss_mb']:g}" for x in m["samples"])]
+    o = report.get("overload")
+    if o:
+        lines += [
+            "",
+            f"Overload: {o['offered_c']} streams for {o['wall_s']} s (a shed client pauses {o['pause_after_shed_s']} s): "
+            f"{o['accepted']} accepted ({o['accepted_req_s']} req/s), TTFT p50 / p99 {_v(o['accepted_ttft_p50_ms'])} / "
+            f"{_v(o['accepted_ttft_p99_ms'])} ms ({_v(o['ttft_p99_vs_baseline'])}x the measured run's p99); "
+            f"{o['shed']} shed, answered in p50 / p99 {_v(o['shed_p50_ms'])} / {_v(o['shed_p99_ms'])} ms; "
+            f"queue timeouts {o['queue_timeouts']}; other errors {o['other_errors']}"
+            + (f" ({', '.join(f'{k} x{v}' for k, v in o['other_error_types'].items())})" if o["other_errors"] else ""),
+        ]
     i = report.get("ingest")
     if i:
         lines += [
@@ -209,6 +238,11 @@ def add_options(p) -> None:
         "--ingest-space", default=DEFAULT_INGEST_SPACE,
         help="scratch space of the ingest check (and <space>-single): their documents are deleted before and after",
     )
+    p.add_argument("--overload-concurrency", type=int, default=0, metavar="C",
+                   help="after the measured run, C streams (beyond the backend's ASK_MAX_IN_FLIGHT) to check backpressure")
+    p.add_argument("--overload-s", type=float, default=DEFAULT_OVERLOAD_S, help="seconds of the overload phase")
+    p.add_argument("--overload-pause-s", type=float, default=DEFAULT_OVERLOAD_PAUSE_S,
+                   help="a shed client's pause before its next request (the backend's smallest Retry-After)")
     p.add_argument("--timeout", type=float, default=loadgen.DEFAULT_TIMEOUT_S, help="longest wait for the server's next bytes, s")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="write soak.md, soak.json and soak_rss.png here")
 
