@@ -49,6 +49,11 @@ RAG_METRICS = {
     "rag_documents_ingested_total": "counter",
     "rag_info": "gauge",
     "rag_embed_worker_crashes_total": "counter",
+    "rag_answers_in_flight": "gauge",
+    "rag_answers_queued": "gauge",
+    "rag_answers_limit": "gauge",
+    "rag_answers_shed_total": "counter",
+    "rag_engine_requests_waiting": "gauge",
 }
 RAG_STAGES = {"parse", "embed", "store_write", "query_embed", "search", "rerank", "retrieval", "ttft", "generation", "total"}
 # prometheus_client's process collector (the backend's; vLLM exports these too, so queries pick job="backend").
@@ -423,7 +428,7 @@ def test_alert_rules_cover_the_design_thresholds_and_the_backend():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
     assert set(rules) >= {
         "RagBackendDown", "RagHighErrorRate", "RagLatencyP99High", "RagLLMUnavailable", "RagStoreUnavailable",
-        "RagEmbedWorkerCrashes", "VLLMDown", "VLLMQueueBacklog", "VLLMKVCacheNearlyFull", "VLLMLatencyP99High",
+        "RagEmbedWorkerCrashes", "RagAnswersShed", "VLLMDown", "VLLMQueueBacklog", "VLLMKVCacheNearlyFull", "VLLMLatencyP99High",
     }
 
     def flat(name):
