@@ -1,9 +1,12 @@
 """Combine one GPU run (benchmarks/gpu/bench.sh) into the committed result: JSON, markdown and two plots.
 
-Per concurrency level, side by side: raw vLLM measured by `vllm bench serve` (the official client, the
-baseline of the ratio), the appliance's streaming /ask measured by `cli.bench ask`, and raw vLLM's chat
-endpoint measured by `cli.bench raw` (the same client code as /ask: it separates the load generator's own
-cost from the backend's).
+Per concurrency level, side by side: the appliance's streaming /ask measured by `cli.bench ask`; **replay**,
+the exact chat requests /ask sent (recorded by `cli.bench record`) sent straight to vLLM by `cli.bench replay`
+with the same client, levels and answer length: the baseline of the ratio (`ratio_vs_replay`), since both
+sides send the engine the same prompts (prefix-cache hits included); raw vLLM measured by `vllm bench serve`
+(random prompts of the RAG prompt's size, no prefix reuse: the second reference, `ratio`); and vLLM's chat
+endpoint measured by `cli.bench raw` (the load generator's own cost). `overload`: cli.bench soak's overload
+phase against a backend with ASK_MAX_IN_FLIGHT=64 (bench.sh), when it ran.
 
     python benchmarks/gpu/combine.py --raw-dir DIR --prompt-tokens N --output-tokens M --out-dir OUT
 """
@@ -39,14 +42,41 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _run(path: Path) -> dict:
+    """The first run of a cli.bench report, or {} when that tool did not run."""
+    return json.loads(path.read_text())["runs"][0] if path.exists() else {}
+
+
+def replay_fields(ask: dict, replay: dict) -> dict:
+    """The fair comparison: /ask against the replay of its own prompts (same client, level and answer length)."""
+    return {
+        "replay_req_s": replay.get("req_s"),
+        "ask_req_s": ask["req_s"],
+        "ratio_vs_replay": ratio(ask["req_s"], replay.get("req_s")),
+        "replay_tok_s": replay.get("output_tok_s"),
+        "tok_ratio_vs_replay": ratio(ask["output_tok_s"], replay.get("output_tok_s")),
+        "replay_ttft_p50_ms": replay.get("ttft_p50_ms"),
+        "ask_ttft_p50_ms": ask["ttft_p50_ms"],
+        "ttft_overhead_vs_replay_p50_ms": round(ask["ttft_p50_ms"] - replay["ttft_p50_ms"], 1)
+        if ask["ttft_p50_ms"] is not None and replay.get("ttft_p50_ms") is not None else None,
+        "replay_ttft_p99_ms": replay.get("ttft_p99_ms"),
+        "replay_tpot_p50_ms": replay.get("tpot_p50_ms"),
+        "replay_errors": replay.get("errors"),
+        "replay_prompt_tokens_mean": replay.get("prompt_tokens_mean"),
+        "ask_prompt_tokens_mean": ask.get("prompt_tokens_mean"),
+    }
+
+
 def level_row(raw_dir: Path, c: int, tag: str = "") -> dict:
     raw = json.loads((raw_dir / f"vllm-c{c}.json").read_text())
     ask = json.loads((raw_dir / f"ask{tag}-c{c}.json").read_text())["runs"][0]
-    chat = json.loads((raw_dir / f"chat-c{c}.json").read_text())["runs"][0]
+    chat = _run(raw_dir / f"chat-c{c}.json")
+    replay = _run(raw_dir / f"replay-c{c}.json")
     raw_req_s, raw_tok_s = raw["request_throughput"], raw["output_throughput"]
     return {
         "concurrency": c,
         "requests": ask["requests"],
+        **replay_fields(ask, replay),
         "raw_req_s": round(raw_req_s, 3),
         "ask_req_s": ask["req_s"],
         "ratio": ratio(ask["req_s"], raw_req_s),
@@ -68,11 +98,36 @@ def level_row(raw_dir: Path, c: int, tag: str = "") -> dict:
         "ask_answers_without_llm": ask.get("answers_without_llm", 0),
         "ask_token_source": ask["token_source"],
         # The same streaming client as /ask, straight to vLLM's chat endpoint.
-        "chat_req_s": chat["req_s"],
-        "chat_tok_s": chat["output_tok_s"],
-        "chat_ttft_p50_ms": chat["ttft_p50_ms"],
-        "ask_vs_chat_ratio": ratio(ask["req_s"], chat["req_s"]),
+        "chat_req_s": chat.get("req_s"),
+        "chat_tok_s": chat.get("output_tok_s"),
+        "chat_ttft_p50_ms": chat.get("ttft_p50_ms"),
+        "ask_vs_chat_ratio": ratio(ask["req_s"], chat.get("req_s")),
         "raw_mean_output_tokens": round(raw["total_output_tokens"] / max(raw["completed"], 1), 1),
+    }
+
+
+def overload_section(raw_dir: Path) -> dict | None:
+    """The soak's overload phase (bench.sh's `overload` tool), with its settings; None when it did not run."""
+    path = raw_dir / "overload" / "soak.json"
+    if not path.exists():
+        return None
+    soak = json.loads(path.read_text())
+    o, run = soak.get("overload") or {}, soak["runs"][0]
+    return {
+        "backend": "ASK_MAX_IN_FLIGHT=64 ASK_QUEUE_SIZE=16 ASK_QUEUE_TIMEOUT_S=30",
+        "offered_c": o.get("offered_c"),
+        "accepted": o.get("accepted"),
+        "accepted_req_s": o.get("accepted_req_s"),
+        "accepted_ttft_p50_ms": o.get("accepted_ttft_p50_ms"),
+        "accepted_ttft_p99_ms": o.get("accepted_ttft_p99_ms"),
+        "unloaded_c": run["concurrency"],
+        "unloaded_ttft_p99_ms": run["ttft_p99_ms"],
+        "accepted_ttft_p99_vs_unloaded": o.get("ttft_p99_vs_baseline"),
+        "shed": o.get("shed"),
+        "shed_p50_ms": o.get("shed_p50_ms"),
+        "shed_p99_ms": o.get("shed_p99_ms"),
+        "queue_timeouts": o.get("queue_timeouts"),
+        "other_errors": o.get("other_errors"),
     }
 
 
@@ -93,6 +148,28 @@ def markdown(result: dict) -> str:
             f"{r['raw_ttft_p50_ms']} / {r['ask_ttft_p50_ms']} | {r['ttft_overhead_p50_ms']} | {r['raw_ttft_p99_ms']} / {r['ask_ttft_p99_ms']} | "
             f"{r['raw_tpot_p50_ms']} / {r['ask_tpot_p50_ms']} | {r['chat_req_s']} | {r['ask_errors']} |"
         )
+    if any(r.get("replay_req_s") is not None for r in result["runs"]):
+        lines += [
+            "",
+            "Against the replay of /ask's own prompts (`cli.bench replay`: same prompts, sampling, client, levels):",
+            "",
+            "| c | replay req/s | ask req/s | **ratio_vs_replay** | TTFT p50 replay / ask ms | overhead ms | prompt tokens replay / ask |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["runs"]:
+            lines.append(
+                f"| {r['concurrency']} | {r['replay_req_s']} | {r['ask_req_s']} | **{r['ratio_vs_replay']}** | "
+                f"{r['replay_ttft_p50_ms']} / {r['ask_ttft_p50_ms']} | {r['ttft_overhead_vs_replay_p50_ms']} | "
+                f"{r['replay_prompt_tokens_mean']} / {r['ask_prompt_tokens_mean']} |"
+            )
+    o = result.get("overload")
+    if o:
+        lines += [
+            "",
+            f"Overload ({o['backend']}): {o['offered_c']} streams offered; {o['accepted']} accepted, TTFT p99 "
+            f"{o['accepted_ttft_p99_ms']} ms ({o['accepted_ttft_p99_vs_unloaded']}x c={o['unloaded_c']}'s {o['unloaded_ttft_p99_ms']} ms); "
+            f"{o['shed']} shed in p99 {o['shed_p99_ms']} ms; queue timeouts {o['queue_timeouts']}, other errors {o['other_errors']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -104,11 +181,13 @@ def plots(result: dict, out_dir: Path, stem: str) -> None:
 
     levels = [r["concurrency"] for r in result["runs"]]
     for metric, label, keys in (
-        ("throughput", "output tokens/s", ("raw_tok_s", "ask_tok_s")),
-        ("ttft", "TTFT p50, ms", ("raw_ttft_p50_ms", "ask_ttft_p50_ms")),
+        ("throughput", "output tokens/s", ("raw_tok_s", "replay_tok_s", "ask_tok_s")),
+        ("ttft", "TTFT p50, ms", ("raw_ttft_p50_ms", "replay_ttft_p50_ms", "ask_ttft_p50_ms")),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key, name in zip(keys, ("raw vLLM", "/ask")):
+        for key, name in zip(keys, ("vllm bench serve (random prompts)", "replay of /ask's prompts", "/ask")):
+            if any(r.get(key) is None for r in result["runs"]):
+                continue
             ax.plot(levels, [r[key] for r in result["runs"]], marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrency")
@@ -145,8 +224,10 @@ def main() -> None:
         "commands": [
             "bash benchmarks/gpu/setup.sh",
             f"LEVELS='{' '.join(map(str, levels))}' OUTPUT_TOKENS={args.output_tokens} TAG='{args.tag}' bash benchmarks/gpu/bench.sh",
+            "(replay: cli.bench record + one pass of cli.bench ask at c=1, then cli.bench replay per level; see bench.sh)",
         ],
         "runs": [level_row(args.raw_dir, c, args.tag) for c in levels if (args.raw_dir / f"ask{args.tag}-c{c}.json").exists()],
+        "overload": overload_section(args.raw_dir),
     }
     stem = f"gpu-{device_slug(device)}-{date}{args.tag}"
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ if [ ! -f /tmp/rag/.indexed ]; then
     rm -rf /tmp/corpus && mkdir -p /tmp/corpus && cp docs/*.md README.md /tmp/corpus/
     PYTHONPATH="$APP_PATH" python3 -m cli.index_cli --dir /tmp/corpus --space docs --quiet
     touch /tmp/rag/.indexed
+    # bench.sh's second backend (recording pass, overload phase) gets an identical copy of the store.
+    rm -rf /tmp/rag-record && cp -a /tmp/rag /tmp/rag-record
 fi
 if ! curl -sf localhost:8000/health >/dev/null; then
     PYTHONPATH="$APP_PATH" HOST=127.0.0.1 PORT=8000 setsid python3 -m backend > "$LOG/backend.log" 2>&1 < /dev/null &
