@@ -1,7 +1,9 @@
 // The RAG appliance's web console: plain DOM, no framework, no build step, nothing from another origin.
 //
-// Safety rule of this file: every text that comes from the server or a user (answers, sources, paths,
-// error messages, space names) is inserted with textContent or text nodes, never as HTML.
+// Safety rule of this file: every text that comes from the server or a user (sources, paths, error messages,
+// space names) is inserted with textContent or text nodes, never as HTML. The one exception is a finished
+// answer, rendered from Markdown: raw HTML in it stays text, and DOMPurify keeps only formatting tags
+// (answerFragment).
 // API calls use paths relative to the page, so the console also works behind a proxy under a prefix.
 
 const STORE = {
@@ -438,25 +440,83 @@ function resetAnswer() {
   closeSource();
 }
 
-/** The answer text with each [n] that names a source turned into a link that opens it. */
-function renderAnswer(text, sources) {
-  const byNumber = new Map(sources.map((s) => [Number(s.n), s]));
-  const parts = [];
-  let last = 0;
-  for (const match of text.matchAll(/\[(\d+)\]/g)) {
-    const n = Number(match[1]);
-    const source = byNumber.get(n);
-    if (!source) continue;
-    parts.push(text.slice(last, match.index));
-    parts.push(h("a", {
-      href: `#source-${n}`, class: "cite", "data-n": String(n),
-      "aria-label": `Source ${n}: ${source.path ?? ""}`,
-      onclick: (event) => { event.preventDefault(); openSource(n); },
-    }, `[${n}]`));
-    last = match.index + match[0].length;
+// Answers are Markdown (lists, code blocks, tables): marked renders them, with raw HTML kept as text, and
+// DOMPurify (both vendored, backend/web/vendor/) keeps only the tags below from what marked made, as a DOM
+// fragment (no HTML string is ever assigned here). Links open in a new tab, without a referrer.
+const MARKDOWN_TAGS = ["p", "br", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li", "hr",
+  "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a"];
+const MARKDOWN_ATTRS = ["href", "title", "start", "align"];
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+let markdown = null;
+
+function markdownParser() {
+  if (markdown || !globalThis.marked || !globalThis.DOMPurify) return markdown;
+  markdown = new globalThis.marked.Marked({
+    gfm: true,
+    async: false,
+    renderer: {
+      html: (token) => escapeHtml(token.text), // the model's (or a document's) HTML is shown, never parsed
+      image: (token) => escapeHtml(token.text || token.href || ""), // no request to anywhere
+    },
+  });
+  globalThis.DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+    if (node.tagName === "A") {
+      node.setAttribute("target", "_blank");
+      node.setAttribute("rel", "noopener noreferrer");
+    }
+  });
+  return markdown;
+}
+
+/** The answer as a DOM fragment: Markdown made safe, or plain text when the libraries are missing. */
+function answerFragment(text) {
+  const parser = markdownParser();
+  const purify = globalThis.DOMPurify;
+  if (!parser || !purify.isSupported) {
+    const fragment = document.createDocumentFragment();
+    fragment.append(document.createTextNode(text));
+    return fragment;
   }
-  parts.push(text.slice(last));
-  $("answer").replaceChildren(...parts.map((p) => (p instanceof Node ? p : document.createTextNode(p))));
+  return purify.sanitize(parser.parse(text), {
+    ALLOWED_TAGS: MARKDOWN_TAGS, ALLOWED_ATTR: MARKDOWN_ATTRS, RETURN_DOM_FRAGMENT: true,
+  });
+}
+
+/** Each [n] that names a source (in the text, not in code or a link) becomes a link that opens it. */
+function linkCitations(root, byNumber) {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+    acceptNode: (node) => (node.parentElement && node.parentElement.closest("code, pre, a")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+  });
+  const nodes = [];
+  while (walker.nextNode()) nodes.push(walker.currentNode);
+  for (const node of nodes) {
+    const text = node.nodeValue;
+    const parts = [];
+    let last = 0;
+    for (const match of text.matchAll(/\[(\d+)\]/g)) {
+      const n = Number(match[1]);
+      const source = byNumber.get(n);
+      if (!source) continue;
+      parts.push(text.slice(last, match.index));
+      parts.push(h("a", {
+        href: `#source-${n}`, class: "cite", "data-n": String(n),
+        "aria-label": `Source ${n}: ${source.path ?? ""}`,
+        onclick: (event) => { event.preventDefault(); openSource(n); },
+      }, `[${n}]`));
+      last = match.index + match[0].length;
+    }
+    if (!parts.length) continue;
+    parts.push(text.slice(last));
+    node.replaceWith(...parts.map((p) => (p instanceof Node ? p : document.createTextNode(p))));
+  }
+}
+
+/** The answer rendered from Markdown, with each [n] that names a source turned into a link that opens it. */
+function renderAnswer(text, sources) {
+  const fragment = answerFragment(text);
+  linkCitations(fragment, new Map(sources.map((s) => [Number(s.n), s])));
+  $("answer").replaceChildren(fragment);
 }
 
 function formatMs(ms) {
@@ -494,6 +554,8 @@ function renderSources(sources) {
         h("span", { class: "source-n" }, `[${source.n}]`), " ", sourceLabel(source)),
       source.cited ? h("span", { class: "tag" }, "cited") : null,
     )));
+  // When the model cited none of them (small models often do not), they are still the sources it was given.
+  $("sources-title").textContent = sources.some((s) => s.cited) ? "Sources" : "Sources consulted";
   $("sources-title").hidden = sources.length === 0;
 }
 

@@ -306,6 +306,66 @@ def test_stop_and_an_engine_error_mid_answer_keep_the_partial_answer(backend, en
     screenshot(page, "console-interrupted.png", VIEWPORT)
 
 
+# Markdown as a model writes it, citing [1] in a list and in code, with the XSS payloads of the documents above
+# and two more that only Markdown can carry (a javascript: link, an image from another origin).
+MD_ANSWER = (
+    "Backups:\n\n- run nightly at 02:00 [1]\n- are kept **thirty days**\n\n"
+    "| Job | Time |\n|---|---|\n| backup | 02:00 |\n\n"
+    "```\nrestore --from nas [1]\n```\n\n"
+    'Payloads: <img src=x onerror="window.__xss = 3"> <script>window.__xss = 4</script> '
+    "[click](javascript:window.__xss=5) ![x](http://example.invalid/x.png)"
+)
+
+
+def test_markdown_answers_render_safely_with_citations_and_sources_consulted(backend, engine, page):
+    from playwright.sync_api import expect
+
+    space = "markdown"
+    response = httpx.post(
+        f"{backend}/documents", data={"space_id": space}, files={"file": ("backups.txt", GOOD_TEXT.encode())},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120,
+    )
+    assert response.status_code == 201, response.text
+    use(page, backend, ADMIN_KEY, space)
+    expect(page.locator("#documents tr")).to_have_count(1)
+    model = engine.models[MODEL]
+    model.answer, model.token_delay_s = MD_ANSWER, 0.0
+    try:
+        ask(page, "When do backups run?")
+        expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    finally:
+        model.answer, model.token_delay_s = ANSWER, TOKEN_DELAY_S
+    answer = page.locator("#answer")
+    expect(answer.locator("ul > li")).to_have_count(2)
+    expect(answer.locator("strong")).to_have_text("thirty days")
+    expect(answer.locator("table td").nth(1)).to_have_text("02:00")
+    expect(answer.locator("pre code")).to_have_text("restore --from nas [1]")
+    assert answer.locator("pre a").count() == 0  # code stays code: no citation link inside
+    # Nothing executed or fetched: the HTML is text, the javascript: link lost its href, no image.
+    expect(answer).to_contain_text('<img src=x onerror="window.__xss = 3">')
+    expect(answer).to_contain_text("<script>window.__xss = 4</script>")
+    assert answer.locator("img, script, iframe").count() == 0
+    assert not (answer.locator("a", has_text="click").get_attribute("href") or "").lower().startswith("javascript")
+    assert page.evaluate("window.__xss") is None
+    # The citation in the list is a link that opens (and highlights) its source.
+    expect(page.locator("#sources-title")).to_have_text("Sources")
+    answer.locator("li a.cite", has_text="[1]").click()
+    expect(page.locator("#source-panel")).to_be_visible()
+    expect(page.locator("#sources li.selected")).to_have_count(1)
+    screenshot(page, "console-markdown.png", VIEWPORT)
+
+    # A model that cites nothing: the sources it was given are still listed, as consulted.
+    model.answer = "Backups run nightly at 02:00."
+    try:
+        ask(page, "When do backups run?")
+        expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    finally:
+        model.answer = ANSWER
+    expect(page.locator("#sources-title")).to_have_text("Sources consulted")
+    expect(page.locator("#sources li")).to_have_count(1)
+    assert page.locator("#sources li.cited").count() == 0
+
+
 def test_console_responses_carry_a_strict_csp_and_the_api_docs_still_work(backend):
     page = httpx.get(f"{backend}/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -314,11 +374,14 @@ def test_console_responses_carry_a_strict_csp_and_the_api_docs_still_work(backen
     assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
     html = page.text
     # No inline script, handler or style: every <script> has a src, no on...= or style= attribute anywhere.
-    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="console/app.js">']
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script src="console/marked.umd.js">', '<script src="console/purify.min.js">',
+        '<script type="module" src="console/app.js">']
     assert not re.search(r"\son[a-z]+\s*=", html) and not re.search(r"\sstyle\s*=", html) and "<style" not in html
     assert "http://" not in html and "https://" not in html  # nothing from another origin
 
-    for name, media_type in [("app.js", "text/javascript"), ("console.css", "text/css"), ("favicon.svg", "image/svg+xml")]:
+    for name, media_type in [("app.js", "text/javascript"), ("console.css", "text/css"), ("favicon.svg", "image/svg+xml"),
+                             ("marked.umd.js", "text/javascript"), ("purify.min.js", "text/javascript")]:
         response = httpx.get(f"{backend}/console/{name}")
         assert response.status_code == 200 and response.headers["content-type"].startswith(media_type), name
         assert response.headers["content-security-policy"] == csp

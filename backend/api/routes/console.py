@@ -23,7 +23,11 @@ FILES = {
     "app.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
+    # Markdown rendering of answers: marked, then DOMPurify (vendored from npm, backend/web/vendor/README.md).
+    "marked.umd.js": "text/javascript; charset=utf-8",
+    "purify.min.js": "text/javascript; charset=utf-8",
 }
+VENDORED = {"marked.umd.js", "purify.min.js"}  # under backend/web/vendor/
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
@@ -71,11 +75,11 @@ def console_page(request: Request) -> Response:
 
 @router.get("/console/{name}")
 def console_file(request: Request, name: str) -> Response:
-    """The console's script, stylesheet and icon."""
+    """The console's script, stylesheet, icon and vendored libraries."""
     media_type = FILES.get(name)
     if media_type is None:
         raise NotFound(f"no console file {name!r}")
-    return _serve(request, name, media_type)
+    return _serve(request, f"vendor/{name}" if name in VENDORED else name, media_type)
 
 
 def install_console(app: FastAPI) -> None:
