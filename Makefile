@@ -86,7 +86,9 @@ $(LLAMAINDEX):
 	rm -f .venv-llamaindex/.installed-*
 	touch $@
 
+# The type checker first (pyproject.toml [tool.mypy]: backend/ and cli/), then every test.
 test: setup browser $(CHECKOV) $(NGINX) $(OPENWEBUI) $(LLAMAINDEX)
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 serve: setup

@@ -45,8 +45,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-# The name the routes knew before the runtime (it has the same settings, embedder, store, index, retriever, pipeline).
-ServicesDep = RuntimeDep
 
 
 def get_rag(runtime: RuntimeDep) -> RagService:

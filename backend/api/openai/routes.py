@@ -18,7 +18,7 @@ from backend.api.answer_guard import (
     until_disconnect,
     with_deadline,
 )
-from backend.api.deps import GrantDep, MetricsDep, RagDep, ServicesDep, get_runtime
+from backend.api.deps import GrantDep, MetricsDep, RagDep, RuntimeDep, get_runtime
 from backend.api.openai.completions import Completion, stream_chunks, with_first
 from backend.api.openai.conversation import engine_messages, prompt_conversation, retrieval_query, split_conversation
 from backend.api.openai.embeddings import embed
@@ -73,10 +73,10 @@ def _space_of(model_id: str) -> str:
 
 
 @router.get("/models", response_model=ModelListOut, responses=V1_ERRORS)
-async def list_models(services: ServicesDep, rag: RagDep, grant: GrantDep) -> JSONResponse:
+async def list_models(runtime: RuntimeDep, rag: RagDep, grant: GrantDep) -> JSONResponse:
     """OpenAI's model list: `rag/<space>` for every space with documents that the API key covers, then the
     engine's own model (plain chat) when OPENAI_EXPOSE_ENGINE_MODEL is on and the key covers every space."""
-    spaces = await run_in_threadpool(services.index.first_indexed)
+    spaces = await run_in_threadpool(runtime.index.first_indexed)
     data = [_model(RAG_MODEL_PREFIX + space, created, OWNED_BY) for space, created in sorted(spaces.items())
             if not grant.restricted or space in (grant.spaces or ())]
     engine = await engine_model(rag, grant)
@@ -86,12 +86,12 @@ async def list_models(services: ServicesDep, rag: RagDep, grant: GrantDep) -> JS
 
 
 @router.get("/models/{model_id:path}", response_model=ModelOut, responses=V1_ERRORS)
-async def retrieve_model(model_id: str, services: ServicesDep, rag: RagDep, grant: GrantDep) -> JSONResponse:
+async def retrieve_model(model_id: str, runtime: RuntimeDep, rag: RagDep, grant: GrantDep) -> JSONResponse:
     """One model of the list, or 404 `model_not_found`."""
     if model_id.startswith(RAG_MODEL_PREFIX):
         space = _space_of(model_id)
         grant.require(space)
-        spaces = await run_in_threadpool(services.index.first_indexed)
+        spaces = await run_in_threadpool(runtime.index.first_indexed)
         if space in spaces:
             return JSONResponse(_model(model_id, spaces[space], OWNED_BY), headers=NO_STORE)
     elif model_id == await engine_model(rag, grant):
@@ -178,13 +178,13 @@ async def _complete(model: str, messages: list[ChatMessage], max_tokens: int | N
 
 # -- embeddings -----------------------------------------------------------------------------------------------
 @router.post("/embeddings", response_model=EmbeddingOut, responses=V1_ERRORS)
-async def embeddings(body: EmbeddingBody, services: ServicesDep, grant: GrantDep) -> JSONResponse:
+async def embeddings(body: EmbeddingBody, runtime: RuntimeDep, grant: GrantDep) -> JSONResponse:
     """OpenAI's embeddings from the appliance's own embedder (EMBED_MODEL), for clients doing their own
     retrieval: `model` is the embedder's name or a `rag/<space>` the key covers; at most
     OPENAI_EMBEDDINGS_MAX_INPUTS inputs, each within the embedder's token limit (400 otherwise)."""
     if body.model.startswith(RAG_MODEL_PREFIX):
         grant.require(_space_of(body.model))
-    elif body.model != services.embedder.name:
-        raise model_not_found(body.model, f" (the embedder here is {services.embedder.name!r})")
-    return JSONResponse(await embed(services.embedder, body, services.settings.openai_embeddings_max_inputs),
+    elif body.model != runtime.embedder.name:
+        raise model_not_found(body.model, f" (the embedder here is {runtime.embedder.name!r})")
+    return JSONResponse(await embed(runtime.embedder, body, runtime.settings.openai_embeddings_max_inputs),
                         headers=NO_STORE)
