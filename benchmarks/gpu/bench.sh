@@ -11,16 +11,25 @@
 # TOOLS="vllm replay ask chat overload" picks what runs (ask alone re-measures the backend after a change); TAG names the
 # raw files of a run, so a before/after pair stays apart.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
-REPO="$PWD"; KIT=.gpu/pz
+cd "$(dirname "$0")/../.." || exit 2
+KIT=.gpu/pz
 LEVELS="${LEVELS:-1 16 64 256}"
 OUTPUT_TOKENS="${OUTPUT_TOKENS:-256}"
 TOOLS="${TOOLS:-vllm replay ask chat overload}"
 TAG="${TAG:-}"
 RAW=/tmp/gpu-bench/raw; RESULTS=/tmp/gpu-bench/results; mkdir -p "$RAW" "$RESULTS"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-APP_PATH="/tmp/app:/tmp/site:$REPO"
-requests_for() { case "$1" in 1) echo 8 ;; 16) echo 48 ;; 64) echo 128 ;; *) echo $(($1 * 2)) ;; esac; }
+# setup.sh's choices (models, thread cap, APP_PATH): the side backends must open the store with the same models.
+[ -f /tmp/gpu-bench/app.env ] || { echo "run benchmarks/gpu/setup.sh first"; exit 3; }
+set -a; . /tmp/gpu-bench/app.env; set +a
+# Requests per level, "c:n" pairs; a level not named gets 2c. The defaults take about 8 minutes on an H100
+# (benchmarks/gpu/RUN.md has the estimate).
+REQUESTS="${REQUESTS:-1:8 16:48 64:128 256:512}"
+requests_for() {
+    local pair
+    for pair in $REQUESTS; do [ "${pair%%:*}" = "$1" ] && { echo "${pair#*:}"; return; }; done
+    echo $(($1 * 2))
+}
 step() { echo "$(date +%T) $*"; }
 
 # The RAG prompt's size, as the engine counts it (chat template included): raw vLLM gets the same.
