@@ -193,7 +193,9 @@ def create_cross_embedder(settings: Settings, embedder: Embedder) -> Embedder | 
     name = settings.cross_language_model.strip()
     if not name or name == embedder.name:
         return None
-    return create_embedder(settings.model_copy(update={"embed_model": name}))
+    # EMBED_BACKEND=openai serves EMBED_MODEL only: the cross-language model runs in process (onnx, or its engine).
+    backend = "onnx" if settings.embed_backend == "openai" else settings.embed_backend
+    return create_embedder(settings.model_copy(update={"embed_model": name, "embed_backend": backend}))
 
 
 def build_runtime(

