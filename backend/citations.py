@@ -42,7 +42,7 @@ STEM = 5
 WINDOW = 3
 NEGATION_CHECK = True
 
-MARKER = re.compile(r"(?<![\w\]])\s*\[(\d+(?:\s*,\s*\d+)*)\]")
+MARKER = re.compile(r"(?<!\w)\s*\[(\d+(?:\s*,\s*\d+)*)\]")
 _CODE = re.compile(r"`[^`\n]+`")
 _BULLET = re.compile(r"^[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]+")
 ABBREVIATIONS = frozenset("""
@@ -156,7 +156,7 @@ def _markers(text: str) -> tuple[int, ...]:
 
 # ---- facts ----
 
-_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:[ \u00a0\u202f,]\d{3})+(?:[.,]\d+)?(?!\w)|(?<![\w])\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:[ \u00a0\u202f,]\d{3})+(?:[.,]\d+)?(?!\w)|(?:(?<=\bv)|(?<![\w.]))\d+(?:[.,]\d+)*")
 _IDENTIFIERS = (
     re.compile(r"`([^`\n]+)`"),  # code spans
     re.compile(r"(?<![\w-])--?[a-zA-Z][\w-]*"),  # --flags

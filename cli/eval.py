@@ -4,6 +4,7 @@
     python -m cli.eval --golden eval/golden/multilingual.jsonl --dir eval/corpora/multilingual --fresh
     python -m cli.eval --golden my.jsonl --space kb                       # a space that is already indexed
     python -m cli.eval --golden my.jsonl --space kb --url http://127.0.0.1:8000   # through a running backend
+    python -m cli.eval citations --golden eval/golden/citations.jsonl   # the claim checker (cli/eval_citations.py)
 
 A golden set is JSON lines: {"id", "question", "answers": [{"path", "passage"?}], "tags"?, "lang"?, "split"?}.
 `split` keeps held-out questions apart (`test`: written before tuning, never tuned on; no split = `tune`):
@@ -312,6 +313,10 @@ def _local_search(services, space: str) -> Search:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["citations"]:  # the claim checker against hand labels: cli/eval_citations.py
+        from cli.eval_citations import main as citations_main
+        return citations_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     ks = tuple(sorted(set(args.k)))

@@ -44,7 +44,8 @@ LAYERS = (
     # error family. None of them imports any other module of the app.
     Layer(("backend.__init__", "backend.settings", "backend.errors"), independent=True),
     # The vocabulary of the domain and small leaf services over it.
-    Layer(("backend.domain", "backend.answers", "backend.redaction", "backend.disk_space", "backend.auth")),
+    Layer(("backend.domain", "backend.answers", "backend.citations", "backend.redaction", "backend.disk_space",
+           "backend.auth")),
     Layer(("backend.observability",)),
     # The two adapters to the outside: neither knows the other, and retrieval knows nothing of ingestion.
     Layer(("backend.llm", "backend.retrieval"), independent=True),
