@@ -1,4 +1,4 @@
-"""`python -m cli.eval citations`: the claim checker (backend/citations.py) against hand-labelled sentences.
+"""`python -m cli.eval citations`: the claim checker (backend/citations/) against hand-labelled sentences.
 
     python -m cli.eval citations --golden eval/golden/citations.jsonl
     python -m cli.eval citations --golden eval/golden/citations.jsonl --min-overlap 0.4 --out eval/results/citations.json
@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from backend.citations import MIN_OVERLAP, check
@@ -34,7 +33,7 @@ def load(path: Path) -> list[dict]:
             row["sources"] = [s["text"] for s in row["sources"]]
             if row["label"] not in ("supported", "unsupported", "uncited", "no_claim"):
                 raise ValueError(f"label {row['label']!r}")
-            row["answer"], row["split"]  # noqa: B018 - required keys
+            row["answer"], row["split"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{n}: not a citation-golden line ({exc})") from exc
         rows.append(row)

@@ -27,7 +27,7 @@ SPLIT = {"am": "tune", "ex": "tune", "vpn": "tune", "ans": "tune", "api": "test"
 
 def section(key: str, heading: str) -> dict:
     text = (ROOT / FILES[key]).read_text(encoding="utf-8")
-    m = re.search(r"^#+ " + re.escape(heading) + r"\n(.*?)(?=^#+ |\Z)", text, re.M | re.S)
+    m = re.search(r"^#+ " + re.escape(heading) + r"\n(.*?)(?=^#+ |\Z)", text, re.MULTILINE | re.DOTALL)
     if not m:
         raise SystemExit(f"{FILES[key]}: no section {heading!r}")
     return {"path": FILES[key], "heading": heading, "text": m.group(1).strip()}

@@ -1,0 +1,151 @@
+"""Claim-level citation checking: does the source an answer's sentence cites say what the sentence claims?
+
+A library, not yet wired into the answer path (issue 19, item 2). Pure functions over text:
+
+- `split_sentences(answer)`: the answer's sentences with character offsets. A sentence ends at `.`, `!`, `?`, `…`
+  followed by space and a capital, digit, bullet or the end, and at line breaks of lists; `[n]` markers right after
+  the full stop stay with the sentence they follow; abbreviations (e.g., np., т.е.), decimals (3.5) and code spans
+  never end one.
+- `check(answer, sources, embed=None)`: one `CitationCheck` per sentence.
+
+The rule (measured on eval/golden/citations.jsonl, docs/answering.md "Claim checking"):
+
+1. A sentence without `[n]` is `uncited` when it states facts (a number, an identifier, a name written with a capital
+   inside the sentence) and `no_claim` otherwise ("Here is what I found.").
+2. Facts must appear **exactly** in the cited sources (any of them): numbers after normalising thousands separators
+   and decimal commas (`1,000` = `1 000` = `1000`, `3,5` = `3.5`; a number written as a word in the source, "six",
+   counts), identifiers (`UPPER-CODE-17`, `snake_case`, `dotted.names`, `/paths`, `--flags`, `code spans`,
+   CamelCase names) case-sensitively. One missing fact makes the sentence `unsupported`.
+3. Then lexical support: the share of the sentence's content words (stop words dropped, words cut to a 5-character
+   stem, per language) found in the best window of 1-3 consecutive sentences of a cited source; that window is the
+   `span`. Supported when the share reaches `min_overlap`.
+4. Across languages (the sentence's language is not the source's: a Polish answer citing an English source), words
+   cannot overlap, so the sentence is supported when it has at least one fact and all of its facts match, and, when an
+   `embed` callable is given, the cosine of sentence and span reaches `min_cosine`. Without facts and without
+   `embed`, a cross-language sentence is unsupported (nothing could be checked).
+5. With `embed` (texts -> unit vectors), a same-language sentence whose overlap falls short is still supported when
+   the cosine reaches `min_cosine` (a paraphrase).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from backend.citations.facts import (
+    _WORD_NUMBERS,
+    STEM,
+    _cosine,
+    _has_identifier,
+    _has_name,
+    _named,
+    _source_numbers,
+    _windows,
+    facts,
+    identifiers,
+    language,
+    names,
+    negated,
+    numbers,
+    stems,
+)
+from backend.citations.sentences import _CODE, MARKER, Sentence, split_sentences
+
+__all__ = ["CitationCheck", "Sentence", "Span", "check", "check_sentence", "facts", "identifiers", "numbers",
+           "split_sentences"]
+
+Embed = Callable[[list[str]], Sequence[Sequence[float]]]
+
+MIN_OVERLAP = 0.5
+MIN_COSINE = 0.8
+NEGATION_CHECK = True
+
+@dataclass(frozen=True)
+class Span:
+    n: int
+    start: int
+    end: int
+
+
+@dataclass
+class CitationCheck:
+    sentence: str
+    start: int
+    end: int
+    sources: list[int]
+    supported: bool | None
+    status: str  # supported | unsupported | uncited | no_claim
+    span: Span | None
+    score: float
+    missing: list[str] = field(default_factory=list)  # facts not found in the cited sources
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None = None,
+                   min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> CitationCheck:
+    nums, idents = facts(sentence.text)
+    cited = [n for n in sentence.markers if 1 <= n <= len(sources)]
+
+    def result(status: str, supported: bool | None, span: Span | None = None, score: float = 0.0,
+               missing: list[str] | None = None) -> CitationCheck:
+        return CitationCheck(sentence.text, sentence.start, sentence.end, list(sentence.markers), supported, status,
+                             span, round(score, 4), missing or [])
+
+    has_facts = bool(nums or idents or _named(MARKER.sub(" ", sentence.text))
+                     or any(w.lower() in _WORD_NUMBERS for w in re.findall(r"\w+", sentence.text)))
+    if not sentence.markers:
+        return result("uncited" if has_facts else "no_claim", None)
+    if not cited:
+        return result("unsupported", False, missing=[f"[{n}]" for n in sentence.markers])
+    cited_text = "\n".join(sources[n - 1] for n in cited)
+    source_nums = _source_numbers(cited_text)
+    missing = sorted(x for x in nums if x not in source_nums)
+    missing += sorted(x for x in idents if not _has_identifier(cited_text, x))
+    plain = MARKER.sub(" ", sentence.text)
+    if language(plain) == language(cited_text):
+        missing += [x for x in names(plain) if x not in idents and not _has_name(cited_text, x)]
+
+    words = stems(_CODE.sub(" ", sentence.text)) - {s[:STEM] for s in idents}
+    best: tuple[float, int, int, int] = (-1.0, 0, 0, 0)  # overlap, n, start, end
+    for n in cited:
+        src = sources[n - 1]
+        for start, end in _windows(src):
+            window = src[start:end]
+            overlap = len(words & stems(window)) / len(words) if words else 0.0
+            fact_hits = sum(1 for x in nums if x in _source_numbers(window)) + sum(
+                1 for x in idents if _has_identifier(window, x))
+            key = overlap + 0.1 * fact_hits - 0.001 * (end - start) / 100
+            if key > best[0]:
+                best = (key, n, start, end)
+    _, n, start, end = best
+    span = Span(n, start, end)
+    window = sources[n - 1][start:end]
+    overlap = len(words & stems(window)) / len(words) if words else 0.0
+    cross = language(MARKER.sub(" ", sentence.text)) != language(sources[n - 1])
+    cosine = None
+    if embed is not None:
+        vectors = embed([MARKER.sub(" ", sentence.text).strip(), window])
+        cosine = _cosine(vectors[0], vectors[1])
+    if missing:
+        return result("unsupported", False, span, min(overlap, 0.5) * 0.5, missing)
+    if not cross and NEGATION_CHECK:
+        clauses = [c for c in re.split(r"[;,:—–]|\s-\s", window) if c.strip()] or [window]
+        closest = max(clauses, key=lambda c: len(words & stems(c)) / (1 + len(stems(c))) ** 0.5)
+        if negated(plain) != negated(closest):
+            return result("unsupported", False, span, overlap * 0.5, ["negation"])
+    if cross:
+        ok = bool(nums or idents) and (cosine is None or cosine >= min_cosine)
+        score = cosine if cosine is not None else (0.75 if ok else 0.0)
+    else:
+        ok = overlap >= min_overlap or (cosine is not None and cosine >= min_cosine)
+        score = max(overlap, cosine or 0.0)
+    return result("supported" if ok else "unsupported", ok, span, score)
+
+
+def check(answer_text: str, sources: list[str], embed: Embed | None = None,
+          min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> list[CitationCheck]:
+    """One check per sentence of `answer_text`; `sources[n-1]` is the text of source [n]."""
+    return [check_sentence(s, sources, embed, min_overlap, min_cosine) for s in split_sentences(answer_text)]
