@@ -1,4 +1,4 @@
-"""The claim checker (backend/citations.py): sentence splitting, facts, support, spans; no model, no I/O."""
+"""The claim checker (backend/citations/): sentence splitting, facts, support, spans; no model, no I/O."""
 
 from __future__ import annotations
 
