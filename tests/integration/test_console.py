@@ -135,6 +135,19 @@ def use(page, url: str, key: str, space: str) -> None:
     page.get_by_label("Space").press("Enter")
 
 
+def use_space_with_one_document(page, url: str, space: str) -> None:
+    """Upload the backups document into `space` over HTTP, then open the console on it (one document listed)."""
+    from playwright.sync_api import expect
+
+    response = httpx.post(
+        f"{url}/documents", data={"space_id": space}, files={"file": ("backups.txt", GOOD_TEXT.encode())},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120,
+    )
+    assert response.status_code == 201, response.text
+    use(page, url, ADMIN_KEY, space)
+    expect(page.locator("#documents tr")).to_have_count(1)
+
+
 def ask(page, question: str) -> None:
     page.get_by_label("Question").fill(question)
     page.get_by_label("Question").press("Enter")  # Enter sends (Shift+Enter: a new line)
@@ -272,13 +285,7 @@ def test_stop_and_an_engine_error_mid_answer_keep_the_partial_answer(backend, en
     from playwright.sync_api import expect
 
     space = "stops"
-    response = httpx.post(
-        f"{backend}/documents", data={"space_id": space}, files={"file": ("backups.txt", GOOD_TEXT.encode())},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120,
-    )
-    assert response.status_code == 201, response.text
-    use(page, backend, ADMIN_KEY, space)
-    expect(page.locator("#documents tr")).to_have_count(1)
+    use_space_with_one_document(page, backend, space)
 
     # Stop aborts the stream: what arrived stays, marked as incomplete.
     ask(page, "When do backups run?")
@@ -321,13 +328,7 @@ def test_markdown_answers_render_safely_with_citations_and_sources_consulted(bac
     from playwright.sync_api import expect
 
     space = "markdown"
-    response = httpx.post(
-        f"{backend}/documents", data={"space_id": space}, files={"file": ("backups.txt", GOOD_TEXT.encode())},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120,
-    )
-    assert response.status_code == 201, response.text
-    use(page, backend, ADMIN_KEY, space)
-    expect(page.locator("#documents tr")).to_have_count(1)
+    use_space_with_one_document(page, backend, space)
     model = engine.models[MODEL]
     model.answer, model.token_delay_s = MD_ANSWER, 0.0
     try:
