@@ -88,9 +88,13 @@ for c in $LEVELS; do
     fi
     if [[ " $TOOLS " == *" ask "* ]]; then
         step "cli.bench ask c=$c n=$n"
+        # The backend's stage histograms before and after: combine.py turns the difference into ms per answer
+        # and stage (admission, retrieval_wait, query_embed, search, retrieval, ttft) for this level alone.
+        curl -s -m 10 localhost:8000/metrics > "$RAW/metrics$TAG-c$c-before.txt"
         PYTHONPATH="$APP_PATH" timeout 300 python3 -m cli.bench --json "$RAW/ask$TAG-c$c.json" ask --url http://127.0.0.1:8000 \
             --space docs --concurrency "$c" --requests "$n" --max-tokens "$OUTPUT_TOKENS" --warmup 2 > "$RAW/ask$TAG-c$c.log" 2>&1 \
             || { step "ask failed"; tail -20 "$RAW/ask$TAG-c$c.log"; }
+        curl -s -m 10 localhost:8000/metrics > "$RAW/metrics$TAG-c$c-after.txt"
         tail -3 "$RAW/ask$TAG-c$c.log"
     fi
     if [[ " $TOOLS " == *" chat "* ]]; then

@@ -67,6 +67,27 @@ def replay_fields(ask: dict, replay: dict) -> dict:
     }
 
 
+STAGES = ("admission", "retrieval_wait", "query_embed", "search", "retrieval", "ttft", "generation")
+_STAGE_LINE = re.compile(r'^rag_stage_duration_seconds_(sum|count)\{stage="([a-z_]+)"\} ([0-9.e+-]+)$', re.M)
+
+
+def _stage_totals(path: Path) -> dict[tuple[str, str], float]:
+    return {(stage, kind): float(value) for kind, stage, value in _STAGE_LINE.findall(path.read_text())} if path.exists() else {}
+
+
+def stage_means_ms(raw_dir: Path, c: int, tag: str = "") -> dict[str, float]:
+    """Mean ms per answer of each stage during one /ask level: the difference of the backend's
+    rag_stage_duration_seconds sums and counts scraped before and after it (bench.sh), warm-up included."""
+    before = _stage_totals(raw_dir / f"metrics{tag}-c{c}-before.txt")
+    after = _stage_totals(raw_dir / f"metrics{tag}-c{c}-after.txt")
+    means = {}
+    for stage in STAGES:
+        count = after.get((stage, "count"), 0.0) - before.get((stage, "count"), 0.0)
+        if count > 0:
+            means[stage] = round((after[(stage, "sum")] - before.get((stage, "sum"), 0.0)) / count * 1000, 1)
+    return means
+
+
 def level_row(raw_dir: Path, c: int, tag: str = "") -> dict:
     raw = json.loads((raw_dir / f"vllm-c{c}.json").read_text())
     ask = json.loads((raw_dir / f"ask{tag}-c{c}.json").read_text())["runs"][0]
@@ -103,6 +124,7 @@ def level_row(raw_dir: Path, c: int, tag: str = "") -> dict:
         "chat_ttft_p50_ms": chat.get("ttft_p50_ms"),
         "ask_vs_chat_ratio": ratio(ask["req_s"], chat.get("req_s")),
         "raw_mean_output_tokens": round(raw["total_output_tokens"] / max(raw["completed"], 1), 1),
+        "ask_stage_mean_ms": stage_means_ms(raw_dir, c, tag),
     }
 
 
@@ -162,6 +184,18 @@ def markdown(result: dict) -> str:
                 f"{r['replay_ttft_p50_ms']} / {r['ask_ttft_p50_ms']} | {r['ttft_overhead_vs_replay_p50_ms']} | "
                 f"{r['replay_prompt_tokens_mean']} / {r['ask_prompt_tokens_mean']} |"
             )
+    if any(r.get("ask_stage_mean_ms") for r in result["runs"]):
+        lines += [
+            "",
+            "Where /ask's time goes (ms per answer, mean, from the backend's `rag_stage_duration_seconds` scraped "
+            "before and after each level; query_embed includes the wait for the next batched pass):",
+            "",
+            "| c | " + " | ".join(STAGES) + " |",
+            "|---:|" + "---:|" * len(STAGES),
+        ]
+        for r in result["runs"]:
+            means = r.get("ask_stage_mean_ms") or {}
+            lines.append(f"| {r['concurrency']} | " + " | ".join(str(means.get(st, "")) for st in STAGES) + " |")
     o = result.get("overload")
     if o:
         lines += [
