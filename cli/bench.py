@@ -15,6 +15,8 @@
                backend sends (run `ask` once through it).
     replay     those recorded requests straight to the engine, with ask's loop, client and levels: the same
                prompts and sampling parameters as /ask, so that /ask's ratio to it is fair.
+    corpus     N documents of real text (Markdown, HTML, DOCX, multi-page PDF; English, Polish, Russian),
+               deterministic by seed (cli/corpus_gen.py).
     soak       constant streaming /ask load on a running backend for a bounded time: errors, latency, and the
                backend's memory over time; with --ingest, a concurrent ingest of the same files checked for
                duplicates.
@@ -41,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backend.errors import EXIT_AUTH, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
-from cli import bench_isolation, bench_soak, loadgen
+from cli import bench_isolation, bench_soak, corpus_gen, loadgen
 from cli.bench_corpus import QUERIES, corpus_texts
 from cli.loadgen import percentile
 from cli.local_backend import start_backend, stop_backend
@@ -309,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     soak = sub.add_parser("soak", help="constant streaming /ask load for a bounded time: errors, latency, backend memory")
     add_request_options(soak)
     bench_soak.add_options(soak)
+    corpus_gen.add_options(sub.add_parser("corpus", help="write N documents of real text in four formats and three languages"))
     args = parser.parse_args(argv)
-    if args.command in LOAD_COMMANDS:
+    if args.command == "corpus":  # writes files only: no settings, no models
+        report = corpus_gen.run(args)
+    elif args.command in LOAD_COMMANDS:
         # The load benchmarks talk to servers over HTTP only: the settings give the backend's key, nothing else.
         if args.command in BACKEND_COMMANDS:
             try:
