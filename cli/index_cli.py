@@ -24,8 +24,6 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
-from tqdm import tqdm
-
 from backend.errors import (
     EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, AppError, BackendUnreachable, Forbidden, StoreLocked, Unauthorized, exit_code_for,
 )
@@ -34,6 +32,7 @@ from backend.api.request_guard import MULTIPART_ALLOWANCE
 from backend.domain import normalize_doc_path, validate_space
 from backend.settings import Settings, load_settings
 from cli.client import BackendClient, UploadCut, auth_headers, discover_backend_url
+from cli.progress import PLAIN_INTERVAL_S, IngestProgress
 
 STATUSES = ("added", "replaced", "unchanged", "skipped", "failed")
 # Files per job; with their multipart framing they stay within the backend's allowance over MAX_UPLOAD_MB.
@@ -54,7 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="through a backend: wait until it has indexed every file (progress bar, summary, exit code; the "
         "default); --no-wait queues the jobs, prints their ids and exits",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or progress lines (failures are still listed)")
+    parser.add_argument(
+        "--progress-interval", type=float, default=PLAIN_INTERVAL_S, metavar="S",
+        help="when stderr is not a terminal: seconds between two progress lines (files/s, chunks/s, ETA)",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,7 +77,7 @@ def _run_direct(settings: Settings, args, files: list[Path], results: list[Inges
                     results.append(IngestResult(doc.path, "pruned", doc.doc_id))
         # The writes above scheduled the store's optimisation, as the backend's do; no background thread runs it here.
         if runtime.optimizer.pending:
-            bar.set_description("building index")
+            bar.stage("building index")
             runtime.optimizer.optimize_now()
     finally:
         runtime.close()
@@ -115,7 +118,7 @@ def _run_remote(
                 job_id, _ = active.popleft()
                 _follow(client, job_id, results, bar)
         if args.prune:
-            tqdm.write("--prune is not available through a running backend; run it with the backend stopped")
+            bar.note("--prune is not available through a running backend; run it with the backend stopped")
         return None
     except AppError as exc:
         raise _from_backend(exc, url) from exc
@@ -195,15 +198,14 @@ def _follow(client: BackendClient, job_id: str, results: list[IngestResult], bar
             for file in data.get("files", []):
                 absorb(file)
         if event == "done" and data["status"] != "done":
-            tqdm.write(f"job {job_id} ended {data['status']}", file=sys.stderr)
+            bar.note(f"job {job_id} ended {data['status']}")
 
 
-def _record(result: IngestResult, results: list[IngestResult], bar) -> None:
+def _record(result: IngestResult, results: list[IngestResult], bar: IngestProgress) -> None:
     results.append(result)
     if result.status in ("failed", "skipped"):
-        tqdm.write(f"{result.status}: {result.message}", file=sys.stderr)
-    bar.update(1)
-    bar.set_postfix_str(result.path[-40:])
+        bar.note(f"{result.status}: {result.message}")
+    bar.update(result.chunks if result.status in ("added", "replaced") else 0, result.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[IngestResult] = []
     started = time.perf_counter()
     mode = "direct"
-    bar = tqdm(total=len(files), unit="file", disable=args.quiet, desc=f"indexing into {args.space!r}")
+    bar = IngestProgress(len(files), f"indexing into {args.space!r}", quiet=args.quiet, interval=args.progress_interval)
     submitted: list[str] | None = None
     try:
         if args.api:
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 if url is None:
                     raise
                 mode = f"via the running backend at {url}"
-                tqdm.write(f"the embedded store is held by a running backend; sending files to {url}", file=sys.stderr)
+                bar.note(f"the embedded store is held by a running backend; sending files to {url}")
                 _run_remote(url, args, files, results, bar, settings, wait=args.wait)
     except AppError as exc:
         bar.close()
