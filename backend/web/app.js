@@ -430,6 +430,9 @@ function showAnswerError(err) {
 
 function resetAnswer() {
   answerSources = [];
+  answerClaims = [];
+  $("answer-checks").hidden = true;
+  $("answer-notice").hidden = true;
   $("answer-box").hidden = false;
   $("answer").textContent = "";
   $("answer-error").hidden = true;
@@ -482,41 +485,239 @@ function answerFragment(text) {
   });
 }
 
-/** Each [n] that names a source (in the text, not in code or a link) becomes a link that opens it. */
-function linkCitations(root, byNumber) {
-  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
-    acceptNode: (node) => (node.parentElement && node.parentElement.closest("code, pre, a")
-      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+// ---------------------------------------------------------------------------------------------------
+// Claim checks (issue 19): the `done` event's `citations` is one entry per sentence of the answer, with the
+// sentence's character offsets into the raw answer text, the sources it cites, the checker's verdict and the
+// supporting span (character offsets into that source's text). Older backends send {cited, invalid}
+// instead: then there are no claims, and the answer is rendered as before (each [n] a link).
+
+const CLAIM_STATUSES = new Set(["supported", "unsupported", "uncited", "no_claim"]);
+const CLAIM_TITLES = {
+  unsupported: "Not supported by the cited source",
+  uncited: "No source cited",
+};
+let answerClaims = [];
+
+/** The UTF-16 index of code point `offset` in `text` (the backend counts code points), -1 past the end. */
+function utf16Index(text, offset) {
+  let index = 0;
+  for (let k = 0; k < offset; k += 1) {
+    if (index >= text.length) return -1;
+    const code = text.charCodeAt(index);
+    index += code >= 0xd800 && code <= 0xdbff && index + 1 < text.length ? 2 : 1;
+  }
+  return index;
+}
+
+/** [start, end) of `text` as UTF-16 indices for the backend's code-point offsets, or null when they do not fit. */
+function codePointRange(text, start, end) {
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start) return null;
+  const from = utf16Index(text, start);
+  const to = from < 0 ? -1 : utf16Index(text, end);
+  return to < 0 ? null : [from, to];
+}
+
+/** The claims of an answer: each checked sentence with its place in `text` (null when it is not found there). */
+function readClaims(citations, text) {
+  if (!Array.isArray(citations)) return [];
+  const claims = [];
+  let from = 0;
+  for (const entry of citations) {
+    if (!entry || typeof entry !== "object") continue;
+    const sentence = String(entry.sentence ?? "");
+    let range = codePointRange(text, entry.start, entry.end);
+    if (!range || text.slice(range[0], range[1]) !== sentence) {
+      // Offsets that do not fit this text: look for the sentence itself, after the previous one.
+      const at = sentence ? text.indexOf(sentence, from) : -1;
+      range = at < 0 ? null : [at, at + sentence.length];
+    }
+    if (range && !entry.dropped) from = range[1];
+    const verdict = entry.supported === true ? "supported" : entry.supported === false ? "unsupported" : "no_claim";
+    const span = entry.span && typeof entry.span === "object" ? entry.span : null;
+    claims.push({
+      sentence, span,
+      range: entry.dropped ? null : range, // removed from the answer (CITATION_CHECK=drop): counted, not shown
+      status: CLAIM_STATUSES.has(entry.status) ? entry.status : verdict,
+      missing: Array.isArray(entry.missing) ? entry.missing.map(String) : [],
+      attributed: entry.attributed === true && span !== null, // uncited, but the checker found it in source span.n
+      dropped: entry.dropped === true,
+    });
+  }
+  return claims;
+}
+
+// The answer's Markdown is rendered by marked, so offsets into the raw text say nothing about the DOM. To know
+// which rendered [n] belongs to which sentence, and where each sentence begins and ends, the raw text gets
+// sentinels before rendering: a private-use character for the kind (sentence start, sentence end, [n])
+// followed by one for its index. They pass through Markdown as ordinary text and are taken out of every text
+// node afterwards. An answer that already holds private-use characters gets none (they could be confused).
+const SENTINEL = { marker: "\uE000", start: "\uE001", end: "\uE002" };
+const SENTINEL_INDEX = 0xe100;
+const MAX_SENTINELS = 0xf8ff - SENTINEL_INDEX;
+const CITE = /(?<!\\)\[(\d+)\]/g; // a backslash-escaped [ is Markdown's, not a citation
+const tag = (kind, index) => kind + String.fromCharCode(SENTINEL_INDEX + index);
+
+/** `text` with sentinels, and for each [n] (in order) the index of the claim it belongs to (-1: none). */
+function withSentinels(text, claims) {
+  if (!claims.length || /[\uE000-\uF8FF]/.test(text)) return { text, markerClaims: [] };
+  const inserts = []; // [index, order at the same index, sentinel]
+  claims.forEach((claim, i) => {
+    if (!claim.range || i >= MAX_SENTINELS) return;
+    const sentence = text.slice(claim.range[0], claim.range[1]);
+    // Start at the first letter or digit and end before trailing Markdown syntax: a sentinel before a
+    // heading's # or after a table row's last | would change what marked makes of the line.
+    const first = sentence.search(/[\p{L}\p{N}]/u);
+    const last = sentence.search(/[\s|*_~`#>]*$/);
+    if (first < 0 || last <= first) return;
+    inserts.push([claim.range[0] + first, 1, tag(SENTINEL.start, i)], [claim.range[0] + last, 0, tag(SENTINEL.end, i)]);
   });
+  const markerClaims = [];
+  for (const match of text.matchAll(CITE)) {
+    if (markerClaims.length >= MAX_SENTINELS) break;
+    inserts.push([match.index, 2, tag(SENTINEL.marker, markerClaims.length)]);
+    markerClaims.push(claims.findIndex((c) => c.range && c.range[0] <= match.index && match.index < c.range[1]));
+  }
+  inserts.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let out = "";
+  let last = 0;
+  for (const [index, , sentinel] of inserts) {
+    out += text.slice(last, index) + sentinel;
+    last = index;
+  }
+  return { text: out + text.slice(last), markerClaims };
+}
+
+const SENTINEL_OR_CITE = /([\uE000-\uE002])([\uE100-\uF8FF])|\[(\d+)\]/g;
+const SENTINELS = /[\uE000-\uE002][\uE100-\uF8FF]/g;
+const BLOCKS = "p, li, td, th, h1, h2, h3, h4, h5, h6, blockquote, pre";
+
+function citeLink(n, source, claimIndex) {
+  const claim = answerClaims[claimIndex];
+  const attributed = Boolean(claim && claim.attributed);
+  return h("a", {
+    href: `#source-${n}`, class: claim ? `cite cite-${attributed ? "attributed" : claim.status}` : "cite",
+    "data-n": String(n), "data-sentence": claim ? String(claimIndex) : undefined,
+    title: attributed ? `Not cited by the model: the checker found this in source [${n}]` : undefined,
+    "aria-label": `${attributed ? "Found in source" : "Source"} ${n}: ${source.path ?? ""}`,
+    onclick: (event) => { event.preventDefault(); openSource(n, claim); },
+  }, `[${n}]`);
+}
+
+function claimMark(claimIndex, nodes) {
+  const claim = answerClaims[claimIndex];
+  let title = CLAIM_TITLES[claim.status];
+  if (claim.status === "unsupported" && claim.missing.length) title += ` (not found there: ${claim.missing.join(", ")})`;
+  return h("span", { class: `claim claim-${claim.status}`, "data-sentence": String(claimIndex), title }, nodes);
+}
+
+/**
+ * Walks the rendered answer's text nodes in document order: takes the sentinels out, turns each [n] that
+ * names a source (outside code and links) into a link that opens it, and wraps the text of unsupported and
+ * uncited sentences (outside code blocks) in a marked span.
+ */
+function decorateAnswer(root, byNumber, markerClaims) {
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   const nodes = [];
   while (walker.nextNode()) nodes.push(walker.currentNode);
+  let open = -1; // the claim whose sentence is being walked
+  let block = null;
   for (const node of nodes) {
+    const parent = node.parentElement;
+    const here = parent ? parent.closest(BLOCKS) : null;
+    if (here !== block) { block = here; open = -1; } // a sentence never spans two blocks (a lost end sentinel)
+    const linkable = !(parent && parent.closest("code, pre, a"));
+    const markable = !(parent && parent.closest("pre"));
     const text = node.nodeValue;
-    const parts = [];
+    const pieces = []; // [node, claim index]
     let last = 0;
-    for (const match of text.matchAll(/\[(\d+)\]/g)) {
-      const n = Number(match[1]);
-      const source = byNumber.get(n);
-      if (!source) continue;
-      parts.push(text.slice(last, match.index));
-      parts.push(h("a", {
-        href: `#source-${n}`, class: "cite", "data-n": String(n),
-        "aria-label": `Source ${n}: ${source.path ?? ""}`,
-        onclick: (event) => { event.preventDefault(); openSource(n); },
-      }, `[${n}]`));
+    let markerEnd = -1;
+    let markerClaim = -1;
+    for (const match of text.matchAll(SENTINEL_OR_CITE)) {
+      if (match.index > last) pieces.push([document.createTextNode(text.slice(last, match.index)), open]);
       last = match.index + match[0].length;
+      if (match[1]) {
+        const index = match[2].charCodeAt(0) - SENTINEL_INDEX;
+        if (match[1] === SENTINEL.start) open = index;
+        else if (match[1] === SENTINEL.end) {
+          // A sentence the model left uncited but the checker found in a source gets that source's link.
+          const claim = answerClaims[index];
+          if (claim && claim.attributed && linkable && byNumber.has(Number(claim.span.n))) {
+            const n = Number(claim.span.n);
+            pieces.push([document.createTextNode(" "), open], [citeLink(n, byNumber.get(n), index), open]);
+          }
+          if (open === index) open = -1;
+        }
+        else { markerEnd = last; markerClaim = markerClaims[index] ?? -1; }
+        continue;
+      }
+      const n = Number(match[3]);
+      const claim = markerEnd === match.index ? markerClaim : -1;
+      pieces.push([linkable && byNumber.has(n) ? citeLink(n, byNumber.get(n), claim) : document.createTextNode(match[0]), open]);
     }
-    if (!parts.length) continue;
-    parts.push(text.slice(last));
-    node.replaceWith(...parts.map((p) => (p instanceof Node ? p : document.createTextNode(p))));
+    if (last < text.length) pieces.push([document.createTextNode(text.slice(last)), open]);
+    const marked = (i) => markable && i >= 0 && CLAIM_TITLES[answerClaims[i].status] !== undefined;
+    if (pieces.length === 1 && pieces[0][0].nodeValue === text && !marked(pieces[0][1])) continue; // unchanged
+    const out = [];
+    for (let i = 0; i < pieces.length;) {
+      let j = i + 1;
+      while (j < pieces.length && pieces[j][1] === pieces[i][1]) j += 1;
+      const run = pieces.slice(i, j).map(([piece]) => piece);
+      if (marked(pieces[i][1])) out.push(claimMark(pieces[i][1], run));
+      else out.push(...run);
+      i = j;
+    }
+    node.replaceWith(...out);
+  }
+  // Sentinels that landed in an attribute (an autolink's href) are taken out there too.
+  for (const link of root.querySelectorAll("a[href]")) {
+    const href = link.getAttribute("href");
+    const clean = href.replace(SENTINELS, "").replace(/%EE%80%8[0-2]%E[EF]%[89AB][0-9A-F]%[89AB][0-9A-F]/gi, "");
+    if (clean !== href) link.setAttribute("href", clean);
   }
 }
 
-/** The answer rendered from Markdown, with each [n] that names a source turned into a link that opens it. */
-function renderAnswer(text, sources) {
-  const fragment = answerFragment(text);
-  linkCitations(fragment, new Map(sources.map((s) => [Number(s.n), s])));
+/** The answer rendered from Markdown: [n] links to the sources, unsupported and uncited sentences marked. */
+function renderAnswer(text, sources, citations) {
+  answerClaims = readClaims(citations, text);
+  const marked = withSentinels(text, answerClaims);
+  const fragment = answerFragment(marked.text);
+  decorateAnswer(fragment, new Map(sources.map((s) => [Number(s.n), s])), marked.markerClaims);
   $("answer").replaceChildren(fragment);
+  renderChecks(answerClaims);
+}
+
+/** The line under the answer: how many of its claims the checker found supported by the sources they cite. */
+function renderChecks(claims) {
+  const shown = claims.filter((c) => !c.dropped);
+  const count = (status) => shown.filter((c) => c.status === status).length;
+  const supported = count("supported");
+  const unsupported = count("unsupported");
+  const uncited = count("uncited");
+  const attributed = shown.filter((c) => c.attributed).length;
+  const dropped = claims.length - shown.length;
+  const total = supported + unsupported + uncited;
+  const box = $("answer-checks");
+  box.hidden = total + dropped === 0;
+  if (box.hidden) return;
+  const details = [];
+  if (unsupported) details.push(`${unsupported} not supported by the cited source`);
+  if (uncited) details.push(`${uncited} with no source cited`);
+  if (attributed) details.push(`${attributed} found by the checker in a source the model did not cite`);
+  if (dropped) details.push(`${dropped} unsupported removed from the answer`);
+  box.textContent = `${supported} of ${total} sentence${total === 1 ? "" : "s"} supported`
+    + (details.length ? ` (${details.join(", ")})` : "");
+  box.dataset.supported = String(supported);
+  box.dataset.total = String(total);
+  box.className = unsupported || uncited || dropped ? "checks checks-warn" : "checks checks-ok";
+}
+
+/** grounded: false is said in words: the answer is not (or not shown to be) drawn from the documents. */
+function renderGrounding(done, sources) {
+  const box = $("answer-notice");
+  box.hidden = done.grounded !== false;
+  box.textContent = sources.length
+    ? "Not grounded: the checker did not find this answer supported by the sources it was given. Verify it against them before relying on it."
+    : "Not grounded: no document in this space was relevant enough, so this answer does not come from your documents.";
 }
 
 function formatMs(ms) {
@@ -552,14 +753,45 @@ function renderSources(sources) {
     h("li", { id: `source-item-${source.n}`, class: source.cited ? "source cited" : "source" },
       h("button", { type: "button", class: "source-button", onclick: () => openSource(Number(source.n)) },
         h("span", { class: "source-n" }, `[${source.n}]`), " ", sourceLabel(source)),
-      source.cited ? h("span", { class: "tag" }, "cited") : null,
+      source.cited ? h("span", { class: "tag" }, "cited") : h("span", { class: "tag tag-muted" }, "consulted"),
     )));
   // When the model cited none of them (small models often do not), they are still the sources it was given.
   $("sources-title").textContent = sources.some((s) => s.cited) ? "Sources" : "Sources consulted";
   $("sources-title").hidden = sources.length === 0;
 }
 
-function openSource(n) {
+/** Source n's text in the panel, with the span of `claim` (a sentence citing n) highlighted when it lies in n. */
+function showSourceText(n, text, claim) {
+  const note = $("source-note");
+  const span = claim && claim.span;
+  const range = span && Number(span.n) === n ? codePointRange(text, span.start, span.end) : null;
+  // The sentence as read, quoted: without its [n] markers and Markdown's emphasis and code marks.
+  const plain = claim ? claim.sentence.replace(/\s*\[\d+(?:\s*,\s*\d+)*\]/g, "").replace(/\*+|`+/g, "").trim() : "";
+  const sentence = `“${plain}”`;
+  note.hidden = !claim;
+  note.className = claim ? `source-note source-note-${claim.status}` : "source-note";
+  if (!range || range[0] === range[1]) {
+    $("source-text").textContent = text;
+    if (claim) {
+      note.textContent = span && Number(span.n) !== n
+        ? `The passage closest to ${sentence} is in source [${span.n}]`
+        : `No passage of this source was found to support ${sentence}`;
+    }
+    return null;
+  }
+  // Text nodes around one <mark>: the source's text is never parsed as HTML.
+  const mark = h("mark", { class: `span span-${claim.status}` }, text.slice(range[0], range[1]));
+  $("source-text").replaceChildren(text.slice(0, range[0]), mark, text.slice(range[1]));
+  if (claim.status === "supported") {
+    note.textContent = `Highlighted: the passage that supports ${sentence}`;
+  } else {
+    const missing = claim.missing.length ? ` (not found in the source: ${claim.missing.join(", ")})` : "";
+    note.textContent = `Highlighted: the closest passage, which does not support ${sentence}${missing}`;
+  }
+  return mark;
+}
+
+function openSource(n, claim = null) {
   const source = answerSources.find((s) => Number(s.n) === n);
   if (!source) return;
   const rows = [
@@ -573,11 +805,12 @@ function openSource(n) {
   $("source-title").textContent = `Source [${n}]`;
   $("source-meta").replaceChildren(...rows.map(([name, value]) =>
     h("div", { class: "meta-item", "data-field": name.toLowerCase() }, h("dt", {}, name), h("dd", {}, String(value)))));
-  $("source-text").textContent = String(source.text ?? "");
+  const mark = showSourceText(n, String(source.text ?? ""), claim);
   for (const item of $("sources").children) item.classList.toggle("selected", item.id === `source-item-${n}`);
   $("source-panel").hidden = false;
   $("source-text").focus({ preventScroll: true });
   $("source-panel").scrollIntoView({ block: "nearest" });
+  if (mark) mark.scrollIntoView({ block: "nearest" }); // a long chunk: its highlighted part in view
 }
 
 function closeSource() {
@@ -656,8 +889,9 @@ async function ask(question) {
 
   if (done) { // complete, even if Stop came after the last event
     answerSources = Array.isArray(done.sources) ? done.sources : [];
-    renderAnswer(String(done.answer ?? text), answerSources);
+    renderAnswer(String(done.answer ?? text), answerSources, done.citations);
     renderSources(answerSources);
+    renderGrounding(done, answerSources);
     renderMeta(done);
     setAnswerState("done", answerSources.length ? "Answered." : "Answered (no source was relevant enough).");
     return;

@@ -423,3 +423,196 @@ def test_the_browser_enforces_the_csp_on_the_console(backend, browser):
         assert refused, "no CSP violation was reported for an inline script"
     finally:
         context.close()
+
+
+# Claim checks (issue 19). A source with a character outside the BMP before the span: the backend's offsets count
+# code points, JavaScript's strings UTF-16 units, so a console that mixed them up would mark the wrong text.
+CHECKED_SOURCE = (
+    "Backups \U0001F4BE run nightly at 02:00 to the NAS in rack B. They are kept for thirty days.\n"
+    "Restores need a ticket."
+)
+# Markdown with a [1] inside code before the cited sentences: a console that paired the rendered [n] links with
+# the sentences by counting markers would give the first link to the wrong sentence.
+CHECKED_ANSWER = (
+    "Run `restore --from nas [1]` to restore. Backups run **nightly at 02:00** [1]. "
+    "They are kept for ninety days [1]. Restores are approved by Alice."
+)
+
+
+def checked_citation(sentence: str, status: str, span: tuple[int, int] | None = None) -> dict:
+    """One entry of the answer's `citations` in the checker's shape (backend/citations), for a routed /ask."""
+    start = CHECKED_ANSWER.index(sentence)
+    markers = [int(n) for n in re.findall(r"\[(\d+)\]", sentence)]
+    return {
+        "sentence": sentence, "start": start, "end": start + len(sentence), "sources": markers,
+        "supported": {"supported": True, "unsupported": False}.get(status), "status": status,
+        "span": {"n": 1, "start": span[0], "end": span[1]} if span else None,
+        "score": 0.9 if status == "supported" else 0.1, "missing": ["ninety"] if status == "unsupported" else [],
+    }
+
+
+def routed_answer(page, done: dict) -> None:
+    """Serve POST /ask from the page's own network layer: two token events, then `done` with this data."""
+    import json
+
+    events = [("token", {"text": done["answer"][:10]}), ("token", {"text": done["answer"][10:]}), ("done", done)]
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    page.route("**/ask", lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body))
+
+
+def test_checked_claims_are_marked_and_a_citation_highlights_its_span(backend, page):
+    """The page alone, with a fixed `done` event: span highlight, marks, summary line, grounded notice."""
+    from playwright.sync_api import expect
+
+    supported = "Backups run **nightly at 02:00** [1]."
+    unsupported = "They are kept for ninety days [1]."
+    # The supporting span: source offsets in code points, as Python (the backend) counts them.
+    span = (CHECKED_SOURCE.index("run nightly"), CHECKED_SOURCE.index(" They"))
+    far = (CHECKED_SOURCE.index("They"), CHECKED_SOURCE.index("\n"))
+    source = {"n": 1, "doc_id": "d1", "path": "backups.txt", "chunk_index": 0, "score": 0.8, "text": CHECKED_SOURCE,
+              "cited": True, "page": None, "heading": None}
+    done = {
+        "engine": "vllm", "model": MODEL, "answer": CHECKED_ANSWER, "sources": [source], "grounded": True,
+        "citations": [
+            checked_citation("Run `restore --from nas [1]` to restore.", "no_claim"),
+            checked_citation(supported, "supported", span),
+            checked_citation(unsupported, "unsupported", far),
+            checked_citation("Restores are approved by Alice.", "uncited"),
+        ],
+    }
+    use(page, backend, ADMIN_KEY, "routed")
+    routed_answer(page, done)
+    ask(page, "How long are backups kept?")
+    expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+
+    answer = page.locator("#answer")
+    rendered = "Run restore --from nas [1] to restore. Backups run nightly at 02:00 [1]. " \
+               "They are kept for ninety days [1]. Restores are approved by Alice."
+    expect(answer).to_have_text(rendered)  # no sentinel left anywhere
+    expect(answer.locator("code")).to_have_text("restore --from nas [1]")
+    expect(answer.locator("strong")).to_have_text("nightly at 02:00")
+    expect(answer.locator("a.cite")).to_have_count(2)
+    bad = answer.locator(".claim-unsupported")
+    expect(bad).to_have_text("They are kept for ninety days [1].")
+    expect(bad).to_have_attribute("title", "Not supported by the cited source (not found there: ninety)")
+    expect(answer.locator(".claim-uncited")).to_have_text("Restores are approved by Alice.")
+    expect(answer.locator(".claim-uncited")).to_have_attribute("title", "No source cited")
+    assert answer.locator(".claim").count() == 2  # the supported sentence and the one without a claim: unmarked
+    expect(page.locator("#answer-checks")).to_have_text(
+        "1 of 3 sentences supported (1 not supported by the cited source, 1 with no source cited)")
+    expect(page.locator("#answer-notice")).to_be_hidden()
+    expect(page.locator("#sources-title")).to_have_text("Sources")
+
+    # The supported sentence's [1]: its span, exactly, in a <mark>, as text.
+    answer.locator("a.cite").first.click()
+    mark = page.locator("#source-text mark")
+    expect(mark).to_have_count(1)
+    expect(mark).to_have_text(CHECKED_SOURCE[span[0]:span[1]])
+    expect(mark).to_have_class(re.compile(r"\bspan-supported\b"))
+    expect(page.locator("#source-text")).to_have_text(CHECKED_SOURCE)
+    expect(page.locator("#source-note")).to_have_text(
+        "Highlighted: the passage that supports “Backups run nightly at 02:00.”")
+    screenshot(page, "console-citations-routed.png", VIEWPORT)
+
+    # The unsupported sentence's [1]: the closest passage, marked as not supporting it.
+    bad.locator("a.cite").click()
+    expect(mark).to_have_text(CHECKED_SOURCE[far[0]:far[1]])
+    expect(mark).to_have_class(re.compile(r"\bspan-unsupported\b"))
+    expect(page.locator("#source-note")).to_have_text("Highlighted: the closest passage, which does not support "
+                                                      "“They are kept for ninety days.” (not found in the source: ninety)")
+    # The list's button opens the whole source, with nothing highlighted.
+    page.locator("#sources .source-button").click()
+    expect(mark).to_have_count(0)
+    expect(page.locator("#source-note")).to_be_hidden()
+
+
+def test_attributed_dropped_and_ungrounded_answers(backend, page):
+    """A sentence the model did not cite but the checker found in a source gets that source's link; sentences
+    CITATION_CHECK=drop removed are counted; grounded: false is said in words, with and without sources."""
+    from playwright.sync_api import expect
+
+    text = "Restores need a ticket. Backups are kept for ninety days."
+    ticket = (CHECKED_SOURCE.index("Restores"), len(CHECKED_SOURCE))
+    source = {"n": 1, "doc_id": "d1", "path": "backups.txt", "chunk_index": 0, "score": 0.8, "text": CHECKED_SOURCE,
+              "cited": False, "page": None, "heading": None}
+    first, second = "Restores need a ticket.", "Backups are kept for ninety days."
+    citations = [
+        {"sentence": first, "start": 0, "end": len(first), "sources": [1], "supported": True, "status": "supported",
+         "span": {"n": 1, "start": ticket[0], "end": ticket[1]}, "score": 1.0, "missing": [], "attributed": True},
+        {"sentence": second, "start": len(first) + 1, "end": len(text), "sources": [], "supported": None,
+         "status": "uncited", "span": None, "score": 0.0, "missing": [], "attributed": False},
+        {"sentence": "They run hourly [1].", "start": None, "end": None, "sources": [1], "supported": False,
+         "status": "unsupported", "span": None, "score": 0.0, "missing": ["hourly"], "dropped": True},
+    ]
+    use(page, backend, ADMIN_KEY, "routed")
+    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": text, "sources": [source], "grounded": False,
+                         "citations": citations})
+    ask(page, "Who approves restores?")
+    expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    expect(page.locator("#answer")).to_have_text("Restores need a ticket. [1] Backups are kept for ninety days.")
+    expect(page.locator("#answer .claim-uncited")).to_have_text(second)
+    expect(page.locator("#answer-checks")).to_have_text(
+        "1 of 2 sentences supported (1 with no source cited, 1 found by the checker in a source the model did not "
+        "cite, 1 unsupported removed from the answer)")
+    expect(page.locator("#answer-notice")).to_have_text(
+        "Not grounded: the checker did not find this answer supported by the sources it was given. "
+        "Verify it against them before relying on it.")
+    expect(page.locator("#sources-title")).to_have_text("Sources consulted")
+    expect(page.locator("#sources li .tag")).to_have_text("consulted")
+    page.locator("#answer a.cite-attributed").click()
+    expect(page.locator("#source-text mark")).to_have_text(CHECKED_SOURCE[ticket[0]:ticket[1]])
+
+    # Nothing relevant was found: no sources, no checks, the notice says so.
+    page.unroute("**/ask")
+    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": "Nothing relevant was found.", "sources": [],
+                         "grounded": False, "citations": []})
+    ask(page, "Who approves restores?")
+    expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    expect(page.locator("#answer-notice")).to_have_text(
+        "Not grounded: no document in this space was relevant enough, so this answer does not come from your documents.")
+    expect(page.locator("#answer-checks")).to_be_hidden()
+    expect(page.locator("#source-panel")).to_be_hidden()
+
+
+def test_the_real_backend_checks_claims_and_the_console_highlights_the_span(backend, engine, page):
+    """Through the real backend and its claim checker: one sentence its source supports, one it does not (90 is
+    not in the source). The highlight is compared with POST /ask's own span over the source's text."""
+    from playwright.sync_api import expect
+
+    space = "checked"
+    use_space_with_one_document(page, backend, space)
+    question = "When do backups run and how long are they kept?"
+    supported = "Backups run nightly at 02:00 to the NAS in rack B [1]."
+    unsupported = "They are kept for 90 days [1]."
+    model = engine.models[MODEL]
+    model.answer, model.token_delay_s = f"{supported} {unsupported}", 0.0
+    try:
+        reply = httpx.post(f"{backend}/ask", json={"q": question, "space_id": space},
+                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        ask(page, question)
+        expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    finally:
+        model.answer, model.token_delay_s = ANSWER, TOKEN_DELAY_S
+    checks = {c["sentence"]: c for c in body["citations"]}
+    assert checks[supported]["status"] == "supported" and checks[unsupported]["status"] == "unsupported", checks
+    span = checks[supported]["span"]
+    source_text = body["sources"][span["n"] - 1]["text"]
+    assert span["n"] == 1 and 0 <= span["start"] < span["end"] <= len(source_text)
+
+    answer = page.locator("#answer")
+    expect(answer).to_have_text(f"{supported} {unsupported}")
+    expect(answer.locator(".claim-unsupported")).to_have_text(unsupported)
+    expect(answer.locator(".claim-unsupported")).to_have_attribute("title", re.compile("^Not supported by the cited source"))
+    assert answer.locator(".claim").count() == 1
+    expect(page.locator("#answer-checks")).to_have_text("1 of 2 sentences supported (1 not supported by the cited source)")
+    expect(page.locator("#answer-notice")).to_be_hidden()
+
+    answer.locator("a.cite").first.click()
+    mark = page.locator("#source-text mark")
+    expect(mark).to_have_count(1)
+    expect(mark).to_have_text(source_text[span["start"]:span["end"]])
+    expect(page.locator("#source-text")).to_have_text(source_text)
+    # The picture in docs/console.md and docs/answering.md (copied from test-artifacts/console/).
+    screenshot(page, "console-citations.png", VIEWPORT)
