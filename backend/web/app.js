@@ -554,7 +554,8 @@ function readClaims(citations, text) {
 const SENTINEL = { marker: "\uE000", start: "\uE001", end: "\uE002" };
 const SENTINEL_INDEX = 0xe100;
 const MAX_SENTINELS = 0xf8ff - SENTINEL_INDEX;
-const CITE = /(?<!\\)\[(\d+)\]/g; // a backslash-escaped [ is Markdown's, not a citation
+// [n] or [n, m] (the checker's markers); a backslash-escaped [ is Markdown's, not a citation.
+const CITE = /(?<!\\)\[(\d+(?:\s*,\s*\d+)*)\]/g;
 const tag = (kind, index) => kind + String.fromCharCode(SENTINEL_INDEX + index);
 
 /** `text` with sentinels, and for each [n] (in order) the index of the claim it belongs to (-1: none). */
@@ -587,11 +588,11 @@ function withSentinels(text, claims) {
   return { text: out + text.slice(last), markerClaims };
 }
 
-const SENTINEL_OR_CITE = /([\uE000-\uE002])([\uE100-\uF8FF])|\[(\d+)\]/g;
+const SENTINEL_OR_CITE = /([\uE000-\uE002])([\uE100-\uF8FF])|\[(\d+(?:\s*,\s*\d+)*)\]/g;
 const SENTINELS = /[\uE000-\uE002][\uE100-\uF8FF]/g;
 const BLOCKS = "p, li, td, th, h1, h2, h3, h4, h5, h6, blockquote, pre";
 
-function citeLink(n, source, claimIndex) {
+function citeLink(n, source, claimIndex, label = `[${n}]`) {
   const claim = answerClaims[claimIndex];
   const attributed = Boolean(claim && claim.attributed);
   return h("a", {
@@ -600,7 +601,21 @@ function citeLink(n, source, claimIndex) {
     title: attributed ? `Not cited by the model: the checker found this in source [${n}]` : undefined,
     "aria-label": `${attributed ? "Found in source" : "Source"} ${n}: ${source.path ?? ""}`,
     onclick: (event) => { event.preventDefault(); openSource(n, claim); },
-  }, `[${n}]`);
+  }, label);
+}
+
+/** The nodes for one marker: [n] is one link; in [n, m] each number is a link, brackets and commas text. */
+function markerNodes(marker, byNumber, claimIndex) {
+  const numbers = marker.match(/\d+/g).map(Number);
+  if (numbers.length === 1) {
+    const n = numbers[0];
+    return [byNumber.has(n) ? citeLink(n, byNumber.get(n), claimIndex) : document.createTextNode(marker)];
+  }
+  return marker.split(/(\d+)/).filter(Boolean).map((part) => {
+    const n = Number(part);
+    return /^\d+$/.test(part) && byNumber.has(n) ? citeLink(n, byNumber.get(n), claimIndex, part)
+      : document.createTextNode(part);
+  });
 }
 
 function claimMark(claimIndex, nodes) {
@@ -650,9 +665,9 @@ function decorateAnswer(root, byNumber, markerClaims) {
         else { markerEnd = last; markerClaim = markerClaims[index] ?? -1; }
         continue;
       }
-      const n = Number(match[3]);
       const claim = markerEnd === match.index ? markerClaim : -1;
-      pieces.push([linkable && byNumber.has(n) ? citeLink(n, byNumber.get(n), claim) : document.createTextNode(match[0]), open]);
+      const made = linkable ? markerNodes(match[0], byNumber, claim) : [document.createTextNode(match[0])];
+      pieces.push(...made.map((piece) => [piece, open]));
     }
     if (last < text.length) pieces.push([document.createTextNode(text.slice(last)), open]);
     const marked = (i) => markable && i >= 0 && CLAIM_TITLES[answerClaims[i].status] !== undefined;

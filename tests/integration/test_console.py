@@ -526,41 +526,65 @@ def test_checked_claims_are_marked_and_a_citation_highlights_its_span(backend, p
     expect(page.locator("#source-note")).to_be_hidden()
 
 
-def test_attributed_dropped_and_ungrounded_answers(backend, page):
-    """A sentence the model did not cite but the checker found in a source gets that source's link; sentences
-    CITATION_CHECK=drop removed are counted; grounded: false is said in words, with and without sources."""
+def test_attributed_multi_source_dropped_and_ungrounded_answers(backend, page):
+    """A sentence the model did not cite but the checker found in a source gets that source's link; [1, 2] links
+    each number, and the span lies in one of them; sentences CITATION_CHECK=drop removed are counted; grounded:
+    false is said in words, with and without sources."""
     from playwright.sync_api import expect
 
-    text = "Restores need a ticket. Backups are kept for ninety days."
+    first, second, third = "Restores need a ticket.", "Backups are kept for ninety days.", "The NAS is in rack B [1, 2]."
+    text = f"{first} {second} {third}"
     ticket = (CHECKED_SOURCE.index("Restores"), len(CHECKED_SOURCE))
+    other = "Rack B holds the NAS and the backup switch."
     source = {"n": 1, "doc_id": "d1", "path": "backups.txt", "chunk_index": 0, "score": 0.8, "text": CHECKED_SOURCE,
-              "cited": False, "page": None, "heading": None}
-    first, second = "Restores need a ticket.", "Backups are kept for ninety days."
+              "cited": True, "page": None, "heading": None}
+    source2 = {**source, "n": 2, "doc_id": "d2", "path": "racks.txt", "text": other}
     citations = [
         {"sentence": first, "start": 0, "end": len(first), "sources": [1], "supported": True, "status": "supported",
          "span": {"n": 1, "start": ticket[0], "end": ticket[1]}, "score": 1.0, "missing": [], "attributed": True},
         {"sentence": second, "start": len(first) + 1, "end": len(text), "sources": [], "supported": None,
          "status": "uncited", "span": None, "score": 0.0, "missing": [], "attributed": False},
+        {"sentence": third, "start": text.index(third), "end": len(text), "sources": [1, 2], "supported": True,
+         "status": "supported", "span": {"n": 2, "start": 0, "end": len(other)}, "score": 0.8, "missing": []},
         {"sentence": "They run hourly [1].", "start": None, "end": None, "sources": [1], "supported": False,
          "status": "unsupported", "span": None, "score": 0.0, "missing": ["hourly"], "dropped": True},
     ]
     use(page, backend, ADMIN_KEY, "routed")
-    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": text, "sources": [source], "grounded": False,
-                         "citations": citations})
+    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": text, "sources": [source, source2],
+                         "grounded": False, "citations": citations})
     ask(page, "Who approves restores?")
     expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
-    expect(page.locator("#answer")).to_have_text("Restores need a ticket. [1] Backups are kept for ninety days.")
+    expect(page.locator("#answer")).to_have_text(f"{first} [1] {second} {third}")
     expect(page.locator("#answer .claim-uncited")).to_have_text(second)
     expect(page.locator("#answer-checks")).to_have_text(
-        "1 of 2 sentences supported (1 with no source cited, 1 found by the checker in a source the model did not "
+        "2 of 3 sentences supported (1 with no source cited, 1 found by the checker in a source the model did not "
         "cite, 1 unsupported removed from the answer)")
     expect(page.locator("#answer-notice")).to_have_text(
         "Not grounded: the checker did not find this answer supported by the sources it was given. "
         "Verify it against them before relying on it.")
-    expect(page.locator("#sources-title")).to_have_text("Sources consulted")
-    expect(page.locator("#sources li .tag")).to_have_text("consulted")
+    expect(page.locator("#sources li .tag")).to_have_text(["cited", "cited"])
     page.locator("#answer a.cite-attributed").click()
     expect(page.locator("#source-text mark")).to_have_text(CHECKED_SOURCE[ticket[0]:ticket[1]])
+    # [1, 2]: two links; the passage is in source 2, so [1] says where it is and [2] highlights it.
+    multi = page.locator('#answer a.cite[data-sentence="2"]')
+    expect(multi).to_have_text(["1", "2"])
+    multi.nth(0).click()
+    expect(page.locator("#source-text mark")).to_have_count(0)
+    expect(page.locator("#source-note")).to_have_text("The passage closest to “The NAS is in rack B.” is in source [2]")
+    multi.nth(1).click()
+    expect(page.locator("#source-title")).to_have_text("Source [2]")
+    expect(page.locator("#source-text mark")).to_have_text(other)
+
+    # No sentence cited: the list is titled "Sources consulted", each source tagged so.
+    page.unroute("**/ask")
+    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": second, "grounded": True,
+                         "sources": [{**source, "cited": False}], "citations": [{**citations[1], "start": 0,
+                                                                                "end": len(second)}]})
+    ask(page, "How long are backups kept?")
+    expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    expect(page.locator("#sources-title")).to_have_text("Sources consulted")
+    expect(page.locator("#sources li .tag")).to_have_text("consulted")
+    expect(page.locator("#answer-checks")).to_have_text("0 of 1 sentence supported (1 with no source cited)")
 
     # Nothing relevant was found: no sources, no checks, the notice says so.
     page.unroute("**/ask")
