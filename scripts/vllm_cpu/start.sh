@@ -11,7 +11,8 @@
 # Server knobs (VLLM_CPU_ prefix so the GPU profile's VLLM_* values never leak in):
 #   VLLM_CPU_DTYPE (auto: bfloat16 if the CPU has avx512_bf16/amx_bf16, else float32)  VLLM_CPU_MAX_MODEL_LEN (4096)  VLLM_CPU_GPU_MEMORY_UTILIZATION (0.5)
 #   VLLM_CPU_KVCACHE_SPACE (2, GiB of RAM for the KV cache)   VLLM_CPU_API_KEY (unset: no auth)
-#   VLLM_CPU_HOST (127.0.0.1)  VLLM_CPU_SERVED_MODEL_NAME (smollm2-135m-instruct)
+#   VLLM_CPU_MODEL (smollm2 | qwen-0.5b | qwen-1.5b; default smollm2)
+#   VLLM_CPU_HOST (127.0.0.1)  VLLM_CPU_SERVED_MODEL_NAME (the model's name, e.g. smollm2-135m-instruct)
 #   VLLM_CPU_ENFORCE_EAGER (1: --enforce-eager; 0: torch.compile warm-up, ~3.5 min instead of ~1 min to start,
 #                           no faster answers on this model)
 #   VLLM_CPU_EXTRA_ARGS (extra api_server flags, word-split)
@@ -44,6 +45,11 @@ if pid="$(vllm_live_pid)"; then
     if vllm_ready; then
         vllm_log "already running (pid $pid) at $BASE_URL, serving $SERVED_NAME"
         exit 0
+    fi
+    if served="$(vllm_served_models)"; then
+        # Up, but with another VLLM_CPU_MODEL: waiting would only time out.
+        vllm_log "ERROR: pid $pid at $BASE_URL serves $(echo $served), not $SERVED_NAME (VLLM_CPU_MODEL=$MODEL_KEY); stop it first (scripts/vllm_cpu/stop.sh or make vllm-cpu-stop)"
+        exit 1
     fi
     vllm_log "pid $pid from $PID_FILE is alive but not ready yet; waiting for it"
 else
