@@ -17,6 +17,9 @@
                prompts and sampling parameters as /ask, so that /ask's ratio to it is fair.
     corpus     N documents of real text (Markdown, HTML, DOCX, multi-page PDF; English, Polish, Russian),
                deterministic by seed (cli/corpus_gen.py).
+    scale      a corpus sized for N chunks through index_cli's ingest path into a store on disk, then /search
+               on it through a real backend: per-stage rates, RSS, disk, HNSW build, c=1 and c=32 latency
+               (cli/bench_scale.py).
     soak       constant streaming /ask load on a running backend for a bounded time: errors, latency, and the
                backend's memory over time; with --ingest, a concurrent ingest of the same files checked for
                duplicates.
@@ -43,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from backend.errors import EXIT_AUTH, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
-from cli import bench_isolation, bench_soak, corpus_gen, loadgen
+from cli import bench_isolation, bench_scale, bench_soak, corpus_gen, loadgen
 from cli.bench_corpus import QUERIES, corpus_texts
 from cli.loadgen import percentile
 from cli.local_backend import start_backend, stop_backend
@@ -312,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     add_request_options(soak)
     bench_soak.add_options(soak)
     corpus_gen.add_options(sub.add_parser("corpus", help="write N documents of real text in four formats and three languages"))
+    bench_scale.add_options(sub.add_parser("scale", help="ingest a real corpus of N chunks, then /search on it"))
     args = parser.parse_args(argv)
     if args.command == "corpus":  # writes files only: no settings, no models
         report = corpus_gen.run(args)
@@ -335,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_UNREACHABLE
     else:
         settings = load_settings(args.env_file)
-        report = {"retrieval": bench_retrieval, "ingest": bench_ingest, "isolation": bench_isolation.run}[args.command](args, settings)
+        commands = {"retrieval": bench_retrieval, "ingest": bench_ingest, "isolation": bench_isolation.run, "scale": bench_scale.run}
+        report = commands[args.command](args, settings)
     report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     if args.command == "soak":
         bench_soak.publish(report, args.out_dir)

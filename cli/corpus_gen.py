@@ -253,8 +253,15 @@ def estimate_chunks(title: str, sections: list[Paragraph], fmt: str, lang: str) 
     return sum(-(-size // per_chunk) for size in sizes)
 
 
-def generate(out: Path, docs: int, seed: int = 0, formats=FORMATS, languages=LANGUAGES, progress=None) -> CorpusManifest:
-    """Write `docs` documents under `out` (created) and `out/manifest.json`; returns the manifest."""
+def generate(
+    out: Path, docs: int | None, seed: int = 0, formats=FORMATS, languages=LANGUAGES, progress=None,
+    target_chunks: int | None = None,
+) -> CorpusManifest:
+    """Write `docs` documents under `out` (created) and `out/manifest.json`; returns the manifest. With
+    `docs=None`, as many as it takes to expect `target_chunks` chunks (the same seed gives a prefix of the
+    same sequence of documents either way)."""
+    if docs is None and not target_chunks:
+        raise ValueError("give a number of documents or a target chunk count")
     unknown = (set(formats) - set(FORMATS)) | (set(languages) - set(LANGUAGES))
     if unknown or not formats or not languages:
         raise ValueError(f"formats are among {', '.join(FORMATS)} and languages among {', '.join(LANGUAGES)}; got {sorted(unknown)}")
@@ -263,8 +270,9 @@ def generate(out: Path, docs: int, seed: int = 0, formats=FORMATS, languages=LAN
     if empty:
         raise ValueError(f"no prose found for {', '.join(empty)}")
     rng = random.Random(seed)
-    manifest = CorpusManifest(seed=seed, docs=docs)
-    for index in range(docs):
+    manifest = CorpusManifest(seed=seed, docs=0)
+    index = 0
+    while (index < docs) if docs is not None else (manifest.expected_chunks < (target_chunks or 0)):
         fmt, lang = rng.choice(list(formats)), rng.choice(list(languages))
         rel, data, chars, expected = make_document(rng, index, fmt, lang, pools[lang])
         path = out / rel
@@ -277,6 +285,8 @@ def generate(out: Path, docs: int, seed: int = 0, formats=FORMATS, languages=LAN
         manifest.expected_chunks += expected
         if progress is not None:
             progress(1)
+        index += 1
+    manifest.docs = index
     (out / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
     return manifest
 

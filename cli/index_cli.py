@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from backend.errors import (
@@ -61,24 +62,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _run_direct(settings: Settings, args, files: list[Path], results: list[IngestResult], bar) -> None:
+@dataclass
+class DirectRun:
+    """Where a direct run's time went besides the files (`cli.bench_scale` reports them apart)."""
+
+    startup_s: float  # building the runtime: embedder, store, parse workers
+    optimize_s: float  # the store's index build after the writes (HNSW)
+
+
+def run_direct(
+    settings: Settings, root: Path, space: str, files: list[Path], results: list[IngestResult], bar: IngestProgress,
+    prune: bool = False,
+) -> DirectRun:
+    """Index `files` (under `root`) straight into the store of `settings`, appending one result per file to
+    `results` (`cli.bench_scale` times this same path). Files are read one at a time, when the pipeline gets
+    to them: the corpus never sits in memory. A run killed half-way loses nothing committed: the next run
+    finds those files unchanged."""
     from backend.runtime import build_runtime
 
+    started = time.perf_counter()
     runtime = build_runtime(settings)
+    startup_s = time.perf_counter() - started
     try:
-        items = [(f.relative_to(args.dir).as_posix(), f.read_bytes) for f in files]
-        for outcome in runtime.pipeline.ingest_many(args.space, items):
+        items = [(f.relative_to(root).as_posix(), f.read_bytes) for f in files]
+        for outcome in runtime.pipeline.ingest_many(space, items):
             _record(outcome.result, results, bar)
-        if args.prune:
+        if prune:
             present = {p for p, _ in items}
-            for doc in runtime.index.list(args.space):
+            for doc in runtime.index.list(space):
                 if doc.path not in present:
                     runtime.pipeline.delete(doc.doc_id)
                     results.append(IngestResult(doc.path, "pruned", doc.doc_id))
         # The writes above scheduled the store's optimisation, as the backend's do; no background thread runs it here.
+        started = time.perf_counter()
         if runtime.optimizer.pending:
             bar.stage("building index")
             runtime.optimizer.optimize_now()
+        return DirectRun(startup_s, time.perf_counter() - started)
     finally:
         runtime.close()
 
@@ -236,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             submitted = _run_remote(args.api, args, files, results, bar, settings, wait=args.wait)
         else:
             try:
-                _run_direct(settings, args, files, results, bar)
+                run_direct(settings, args.dir, args.space, files, results, bar, prune=args.prune)
             except StoreLocked:
                 url = discover_backend_url(settings)
                 if url is None:
