@@ -566,9 +566,17 @@ function withSentinels(text, claims) {
     if (!claim.range || i >= MAX_SENTINELS) return;
     const sentence = text.slice(claim.range[0], claim.range[1]);
     // Start at the first letter or digit and end before trailing Markdown syntax: a sentinel before a
-    // heading's # or after a table row's last | would change what marked makes of the line.
-    const first = sentence.search(/[\p{L}\p{N}]/u);
-    const last = sentence.search(/[\s|*_~`#>]*$/);
+    // heading's # or after a table row's last | would change what marked makes of the line. A bare URL stays
+    // outside the sentence's sentinels: one right before it stops it being a link, one right after joins it.
+    let first = sentence.search(/[\p{L}\p{N}]/u);
+    const url = first < 0 ? null : sentence.slice(first).match(/^(?:https?:\/\/|www\.)\S*/i);
+    if (url) {
+      const after = sentence.slice(first + url[0].length).search(/[\p{L}\p{N}]/u);
+      first = after < 0 ? -1 : first + url[0].length + after;
+    }
+    let last = sentence.search(/[\s|*_~`#>]*$/);
+    const tail = sentence.slice(0, last).match(/(?:https?:\/\/|www\.)\S*$/i);
+    if (tail) last = sentence.slice(0, tail.index).trimEnd().length;
     if (first < 0 || last <= first) return;
     inserts.push([claim.range[0] + first, 1, tag(SENTINEL.start, i)], [claim.range[0] + last, 0, tag(SENTINEL.end, i)]);
   });

@@ -435,7 +435,8 @@ CHECKED_SOURCE = (
 # the sentences by counting markers would give the first link to the wrong sentence.
 CHECKED_ANSWER = (
     "Run `restore --from nas [1]` to restore. Backups run **nightly at 02:00** [1]. "
-    "They are kept for ninety days [1]. Restores are approved by Alice."
+    "They are kept for ninety days [1]. Restores are approved by Alice.\n\n"
+    "https://example.org/restore has the steps. See https://example.org/backups."
 )
 
 
@@ -478,6 +479,9 @@ def test_checked_claims_are_marked_and_a_citation_highlights_its_span(backend, p
             checked_citation(supported, "supported", span),
             checked_citation(unsupported, "unsupported", far),
             checked_citation("Restores are approved by Alice.", "uncited"),
+            # Bare URLs at a sentence's start and end: still links, with nothing added to them.
+            checked_citation("https://example.org/restore has the steps.", "uncited"),
+            checked_citation("See https://example.org/backups.", "no_claim"),
         ],
     }
     use(page, backend, ADMIN_KEY, "routed")
@@ -487,19 +491,25 @@ def test_checked_claims_are_marked_and_a_citation_highlights_its_span(backend, p
 
     answer = page.locator("#answer")
     rendered = "Run restore --from nas [1] to restore. Backups run nightly at 02:00 [1]. " \
-               "They are kept for ninety days [1]. Restores are approved by Alice."
+               "They are kept for ninety days [1]. Restores are approved by Alice. " \
+               "https://example.org/restore has the steps. See https://example.org/backups."
     expect(answer).to_have_text(rendered)  # no sentinel left anywhere
+    links = answer.locator('a[href^="https://example.org/"]')
+    expect(links).to_have_text(["https://example.org/restore", "https://example.org/backups"])
+    assert [links.nth(i).get_attribute("href") for i in range(2)] == [
+        "https://example.org/restore", "https://example.org/backups"]
     expect(answer.locator("code")).to_have_text("restore --from nas [1]")
     expect(answer.locator("strong")).to_have_text("nightly at 02:00")
     expect(answer.locator("a.cite")).to_have_count(2)
     bad = answer.locator(".claim-unsupported")
     expect(bad).to_have_text("They are kept for ninety days [1].")
     expect(bad).to_have_attribute("title", "Not supported by the cited source (not found there: ninety)")
-    expect(answer.locator(".claim-uncited")).to_have_text("Restores are approved by Alice.")
-    expect(answer.locator(".claim-uncited")).to_have_attribute("title", "No source cited")
-    assert answer.locator(".claim").count() == 2  # the supported sentence and the one without a claim: unmarked
+    uncited = answer.locator(".claim-uncited")
+    expect(uncited).to_have_text(["Restores are approved by Alice.", "has the steps."])
+    expect(uncited.first).to_have_attribute("title", "No source cited")
+    assert answer.locator(".claim").count() == 3  # the supported sentence and those without a claim: unmarked
     expect(page.locator("#answer-checks")).to_have_text(
-        "1 of 3 sentences supported (1 not supported by the cited source, 1 with no source cited)")
+        "1 of 4 sentences supported (1 not supported by the cited source, 2 with no source cited)")
     expect(page.locator("#answer-notice")).to_be_hidden()
     expect(page.locator("#sources-title")).to_have_text("Sources")
 
