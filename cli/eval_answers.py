@@ -185,8 +185,8 @@ def summary(rows: list[dict]) -> dict:
         "abstained": _share(sum(r["abstained"] for r in unans), len(unans)),
         "false_abstention": _share(sum(r["abstained"] for r in ans), len(ans)),
         "errors": sum(r["error"] is not None for r in rows),
-        "seconds_p50": round(statistics.median(seconds), 1) if seconds else None,
-        "seconds_mean": round(statistics.fmean(seconds), 1) if seconds else None,
+        "seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
+        "seconds_mean": round(statistics.fmean(seconds), 2) if seconds else None,
     }
 
 
