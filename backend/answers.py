@@ -1,8 +1,8 @@
 """What an answer is made of, as typed records: the events `RagService` yields and the answer they end with.
 
 An answer streams as `TokenEvent`s (each piece of text as the engine produced it), then exactly one
-`AnswerEvent` carrying the `Answer`: the text with its citations checked, the sources, usage, the context
-report and timings. `Answer.to_dict()` is the one place its JSON (the `done` payload of POST /ask, the
+`AnswerEvent` carrying the `Answer`: the text with its citations checked (the numbers against the sources, and
+each sentence's claim against the source it cites: `claims`), the sources, usage, the context report and timings. `Answer.to_dict()` is the one place its JSON (the `done` payload of POST /ask, the
 `sources` and `rag` fields of /v1) is written; the API's `AskOut` is derived from it.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from backend.citations import CitationCheck
 
 
 @dataclass
@@ -115,14 +117,18 @@ class Timings:
     ttft_ms: float | None
     total_ms: float
     retrieval_stages: dict = field(default_factory=dict)  # the retriever's embed_ms, search_ms (and rerank_ms)
+    check_ms: float | None = None  # the claim check after the last token (part of total_ms); None: not checked
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "retrieval_ms": round(self.retrieval_ms, 2),
             "ttft_ms": round(self.ttft_ms, 2) if self.ttft_ms is not None else None,
             "total_ms": round(self.total_ms, 2),
             "retrieval_stages": self.retrieval_stages,
         }
+        if self.check_ms is not None:
+            out["check_ms"] = round(self.check_ms, 2)
+        return out
 
 
 @dataclass
@@ -145,11 +151,19 @@ class Answer:
     invalid_citations: list[int] = field(default_factory=list)  # numbers cited that no source has (removed)
     context: Context | None = None
     timings: Timings | None = None
+    # The claim checker's verdict on each sentence (backend/citations/), in the order of the answer; None when
+    # nothing was checked (CITATION_CHECK=off, a refusal, plain chat). Offsets `start`/`end` are into `text`;
+    # sentences removed by CITATION_CHECK=drop are in `dropped_claims` instead (their offsets: the streamed text).
+    claims: list[CitationCheck] | None = None
+    dropped_claims: list[CitationCheck] = field(default_factory=list)
 
     @property
     def refused(self) -> bool:
-        """Retrieval found nothing relevant: no engine was asked."""
-        return self.context is not None and not self.grounded
+        """Retrieval found nothing relevant: no engine was asked (no prompt was fitted to its window).
+
+        Not the same as `grounded` false: an answer the claim checker found unsupported is not grounded either,
+        but the engine wrote it."""
+        return self.context is not None and not self.grounded and self.context.budget is None
 
     def to_dict(self) -> dict:
         """The answer's JSON: the `done` event's data, POST /ask's body (`AskOut`)."""
@@ -160,12 +174,34 @@ class Answer:
         if not self.refused:  # a refusal has no engine's reason to stop
             out["finish_reason"] = self.finish_reason
         out["usage"] = self.usage.to_dict() if self.usage is not None else None
-        out["citations"] = {"cited": self.cited, "invalid": self.invalid_citations}
+        # One entry per checked sentence (issue 19); the numbers cited and those no source has sit beside it.
+        out["citations"] = [claim_dict(c) for c in self.claims or []] + [
+            claim_dict(c, dropped=True) for c in self.dropped_claims]
+        out["cited"] = self.cited
+        out["invalid_citations"] = self.invalid_citations
         if self.context is not None:
             out["context"] = self.context.to_dict()
         if self.timings is not None:
             out["timings"] = self.timings.to_dict()
         return out
+
+
+def claim_dict(check: CitationCheck, dropped: bool = False) -> dict:
+    """One sentence's check as the API writes it: `{sentence, start, end, sources, supported, status, span, score,
+    missing, attributed}` (+ `dropped: true`, offsets null, for a sentence CITATION_CHECK=drop removed)."""
+    return {
+        "sentence": check.sentence,
+        "start": None if dropped else check.start,
+        "end": None if dropped else check.end,
+        "sources": list(check.sources),
+        "supported": check.supported,
+        "status": check.status,
+        "span": {"n": check.span.n, "start": check.span.start, "end": check.span.end} if check.span else None,
+        "score": check.score,
+        "missing": list(check.missing),
+        "attributed": check.attributed,
+        **({"dropped": True} if dropped else {}),
+    }
 
 
 @dataclass

@@ -8,10 +8,11 @@ JSON error status, and one raised later into an SSE `error` event.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import anyio.to_thread
@@ -28,6 +29,8 @@ from backend.answers import (
     TokenEvent,
     Usage,
 )
+from backend.citations import CitationCheck
+from backend.citations import check as check_claims
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
 from backend.retrieval.embedders.registry import relevance_floor
@@ -41,10 +44,13 @@ SYSTEM_PROMPT = (
     "Do not invent facts. Answer in the language of the question."
 )
 NOT_FOUND_ANSWER = "I could not find anything relevant to this question in the documents of space {space!r}."
+# CITATION_CHECK=drop removed every sentence of the answer.
+DROPPED_ANSWER = "None of this answer's sentences is supported by the sources it was given, so it is not shown."
 # Room for the chat template's role markers and separators, which per-message counts do not include.
 TEMPLATE_MARGIN_TOKENS = 64
 HISTORY_MESSAGE_MARGIN_TOKENS = 8  # the role markers of each earlier turn of a conversation
 MAX_TOP_K = 50
+log = logging.getLogger(__name__)
 CITATION = re.compile(r"(?<!\w)\[(\d+(?:\s*,\s*\d+)*)\]")  # not list[0]
 
 
@@ -157,6 +163,44 @@ def map_citations(answer: str, n_sources: int) -> tuple[str, list[int], list[int
         cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)  # "text [9]." -> "text ." -> "text."
         cleaned = re.sub(r"[ \t]{2,}", " ", cleaned).strip()
     return cleaned, sorted(cited), sorted(set(invalid))
+
+
+def answer_unsupported(claims: list[CitationCheck]) -> bool:
+    """The grounding rule of a checked answer: it is unsupported, and so not `grounded`, when none of its sentences
+    is supported (by the sources it cites, or, attributed, by one it was given) and at least one is `unsupported`
+    or `uncited`. One supported sentence is enough to keep it grounded (its other sentences are still flagged);
+    an answer of `no_claim` sentences alone ("I could not find this in the documents.") claims nothing and stays
+    grounded."""
+    statuses = {c.status for c in claims}
+    return "supported" not in statuses and bool(statuses & {"unsupported", "uncited"})
+
+
+def drop_unsupported(text: str, claims: list[CitationCheck]) -> tuple[str, list[CitationCheck], list[CitationCheck]]:
+    """CITATION_CHECK=drop: `text` without its unsupported sentences (and list items left empty by that), the kept
+    checks with their offsets moved into the new text, and the dropped ones (offsets into `text`)."""
+    dropped = [c for c in claims if c.status == "unsupported"]
+    if not dropped:
+        return text, claims, []
+    pieces, pos = [], 0
+    for c in sorted(dropped, key=lambda c: c.start):
+        pieces.append(text[pos:c.start])
+        pos = c.end
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+    pieces.append(text[pos:])
+    cleaned = "".join(pieces)
+    cleaned = re.sub(r"(?m)^[ \t]*(?:[-*•+]|\d{1,3}[.)])[ \t]*(?:\n|\Z)", "", cleaned)  # an emptied list item
+    cleaned = re.sub(r"[ \t]+(?=\n|\Z)", "", cleaned)
+    cleaned = re.sub(r"\n{3,}", "\n\n", cleaned).strip()
+    kept, cursor = [], 0
+    for c in claims:
+        if c.status == "unsupported":
+            continue
+        at = cleaned.find(c.sentence, cursor)
+        if at >= 0:
+            kept.append(replace(c, start=at, end=at + len(c.sentence)))
+            cursor = at + len(c.sentence)
+    return cleaned, kept, dropped
 
 
 # How far under the main embedder's floor a hit of a cross-language query may be when the cross-language
@@ -304,11 +348,59 @@ class RagService:
         text, cited, invalid = map_citations(generation.text, len(sources))
         for source in sources:
             source.cited = source.n in cited
-        yield AnswerEvent(Answer(
+        answer = Answer(
             text, self.llm.engine, info.model, grounded=True, sources=sources,
             finish_reason=generation.finish_reason, usage=generation.usage, cited=cited, invalid_citations=invalid,
-            context=context, timings=_timings(started, retrieval_ms, generation.ttft_ms, retrieved.timings),
-        ))
+            context=context,
+        )
+        check_started = time.perf_counter()
+        await self._check_claims(answer)
+        answer.timings = _timings(started, retrieval_ms, generation.ttft_ms, retrieved.timings)
+        if answer.claims is not None:
+            answer.timings.check_ms = (time.perf_counter() - check_started) * 1000
+        yield AnswerEvent(answer)
+
+    async def _check_claims(self, answer: Answer) -> None:
+        """The claim check of a finished answer (CITATION_CHECK; backend/citations/, docs/answering.md).
+
+        `mark`: each sentence's verdict into `answer.claims`; `drop`: also the unsupported sentences out of
+        `answer.text` (the tokens already streamed keep them); `off`: nothing. The sources are those the model was
+        given, numbered as in its prompt. When the model cited none of them, each sentence stating facts is tried
+        against every source (attribution). `grounded` follows `answer_unsupported`. The checker runs on a worker
+        thread (CPU work and, for the sentences that need it, one query-side pass of the retriever's embedder);
+        should it fail, the answer goes out unchecked (`claims` None) and the failure is logged.
+        """
+        mode = getattr(self.settings, "citation_check", "mark")
+        if mode == "off" or not answer.sources:
+            return
+        texts = [""] * max(s.n for s in answer.sources)
+        for source in answer.sources:
+            texts[source.n - 1] = source.text
+        try:
+            claims = await anyio.to_thread.run_sync(self._run_check, answer.text, texts, not answer.cited)
+        except Exception:
+            log.exception("claim check failed; the answer goes out unchecked")
+            return
+        answer.claims = claims
+        answer.grounded = not answer_unsupported(claims)
+        if mode == "drop":
+            text, kept, dropped = drop_unsupported(answer.text, claims)
+            if dropped:
+                answer.text = text or DROPPED_ANSWER
+                answer.claims, answer.dropped_claims = kept, dropped
+                _, answer.cited, _ = map_citations(answer.text, len(texts))
+                for source in answer.sources:
+                    source.cited = source.n in answer.cited
+
+    def _run_check(self, text: str, sources: list[str], attribute: bool) -> list[CitationCheck]:
+        embedder = getattr(self.retriever, "embedder", None)
+        if embedder is None:
+            return check_claims(text, sources, attribute=attribute)
+        try:
+            return check_claims(text, sources, embed=embedder.embed_queries, attribute=attribute)
+        except Exception:  # the embedder failing (a worker restarting) must not cost the answer its checks
+            log.warning("claim check: the embedder failed; checked without it", exc_info=True)
+            return check_claims(text, sources, attribute=attribute)
 
     async def chat(self, messages: list[dict], max_tokens: int | None = None, temperature: float | None = None
                    ) -> AsyncGenerator[AnswerStreamEvent, None]:

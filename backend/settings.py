@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         description="Chunks whose question-chunk cosine is below this are not relevant; none left = 'not found', no LLM "
         "call. Empty: the embedding model's calibrated value (docs/retrieval.md).",
     )
+    citation_check: Literal["mark", "drop", "off"] = Field(
+        "mark",
+        description="The claim check of each finished answer (backend/citations/): mark = every sentence's verdict in "
+        "`citations` (unsupported and uncited ones flagged); drop = also remove unsupported sentences from the final "
+        "answer text (the streamed tokens were already sent); off = no check.",
+    )
     # Backpressure (backend/llm/admission.py): answers of /ask and /v1 share one limit per backend process.
     ask_max_in_flight: int = Field(
         256, ge=0,

@@ -37,9 +37,20 @@ def print_sources(final: dict, out) -> None:
     dropped = (final.get("context") or {}).get("dropped") or []
     if dropped:
         print(f"{len(dropped)} retrieved chunk(s) did not fit the model's context and were left out.", file=out)
-    invalid = (final.get("citations") or {}).get("invalid") or []
+    citations = final.get("citations")
+    old_shape = citations if isinstance(citations, dict) else {}  # backends before the claim check
+    invalid = final.get("invalid_citations") or old_shape.get("invalid") or []
     if invalid:
         print(f"Removed citations to sources that do not exist: {invalid}", file=out)
+    judged = [c for c in citations if c.get("status") != "no_claim"] if isinstance(citations, list) else []
+    if judged:
+        supported = sum(c.get("status") == "supported" for c in judged)
+        print(f"Claim check: {supported} of {len(judged)} sentence(s) supported by the sources.", file=out)
+        for c in judged:
+            if c.get("status") != "supported":
+                print(f"  {'dropped, ' if c.get('dropped') else ''}{c.get('status')}: {c.get('sentence')}", file=out)
+    if final.get("grounded") is False and final.get("sources"):
+        print("Not grounded: the claim check found no sentence of this answer supported by its sources.", file=out)
 
 
 def ask(

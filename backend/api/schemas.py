@@ -92,14 +92,25 @@ class AskOut(BaseModel):
 
     answer: str
     sources: list[AskSource]
-    grounded: bool = Field(description="False when nothing relevant was found and no LLM was called.")
+    grounded: bool = Field(
+        description="False when nothing relevant was found and no LLM was called, or when the claim check found the "
+        "answer unsupported (no supported sentence, at least one unsupported or uncited)."
+    )
     engine: str
     model: str | None
     usage: dict | None = Field(description="prompt_tokens, completion_tokens as the engine reported them")
     finish_reason: str | None = None
-    citations: dict = Field(description="cited: source numbers cited; invalid: numbers cited that no source has")
+    citations: list[dict] = Field(
+        description="The claim check (CITATION_CHECK), one entry per sentence of the answer: {sentence, start, end "
+        "(character offsets into `answer`), sources: [n], supported: true|false|null, status: supported|unsupported|"
+        "uncited|no_claim, span: {n, start, end} (character offsets into sources[n-1].text) or null, score, missing, "
+        "attributed}; sentences CITATION_CHECK=drop removed follow with dropped: true and null offsets. [] when "
+        "nothing was checked."
+    )
+    cited: list[int] = Field(description="The source numbers the answer cites.")
+    invalid_citations: list[int] = Field(description="Numbers the model cited that no source has (removed from `answer`).")
     context: dict = Field(description="retrieved, below_min_score, used, dropped chunks, mode, reranked, token budget")
-    timings: dict = Field(description="retrieval_ms, ttft_ms, total_ms, retrieval_stages")
+    timings: dict = Field(description="retrieval_ms, ttft_ms, total_ms, retrieval_stages (and check_ms: the claim check)")
 
     @classmethod
     def from_answer(cls, answer: Answer) -> AskOut:

@@ -1,12 +1,15 @@
 """Claim-level citation checking: does the source an answer's sentence cites say what the sentence claims?
 
-A library, not yet wired into the answer path (issue 19, item 2). Pure functions over text:
+Pure functions over text, run by RagService on every finished answer (CITATION_CHECK; backend/rag.py
+`_check_claims`, docs/answering.md "Claim checking in the answer path"):
 
 - `split_sentences(answer)`: the answer's sentences with character offsets. A sentence ends at `.`, `!`, `?`, `…`
   followed by space and a capital, digit, bullet or the end, and at line breaks of lists; `[n]` markers right after
   the full stop stay with the sentence they follow; abbreviations (e.g., np., т.е.), decimals (3.5) and code spans
   never end one.
-- `check(answer, sources, embed=None)`: one `CitationCheck` per sentence.
+- `check(answer, sources, embed=None, attribute=False)`: one `CitationCheck` per sentence; `embed` is called at most
+  once, for the sentences whose verdict depends on a cosine (rules 4 and 5); `attribute` tries every source for an
+  uncited sentence (an answer that cites nothing).
 
 The rule (measured on eval/golden/citations.jsonl, docs/answering.md "Claim checking"):
 
@@ -79,27 +82,35 @@ class CitationCheck:
     span: Span | None
     score: float
     missing: list[str] = field(default_factory=list)  # facts not found in the cited sources
+    attributed: bool = False  # uncited, and supported by source `sources[0]` (found by trying each source)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None = None,
-                   min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> CitationCheck:
+@dataclass
+class _Pending:
+    """A sentence whose verdict waits for the cosine of the sentence and its span (one embed call per answer)."""
+
+    result: Callable[..., CitationCheck]
+    claim: str
+    window: str
+    span: Span
+    overlap: float
+    cross: bool
+    has_facts: bool
+
+
+def _assess(sentence: Sentence, sources: list[str], cited: list[int], use_embed: bool,
+            min_overlap: float) -> CitationCheck | _Pending:
+    """The sentence's verdict against sources `cited`, or what is left to decide with the embedder's cosine."""
     nums, idents = facts(sentence.text)
-    cited = [n for n in sentence.markers if 1 <= n <= len(sources)]
 
     def result(status: str, supported: bool | None, span: Span | None = None, score: float = 0.0,
                missing: list[str] | None = None) -> CitationCheck:
         return CitationCheck(sentence.text, sentence.start, sentence.end, list(sentence.markers), supported, status,
                              span, round(score, 4), missing or [])
 
-    has_facts = bool(nums or idents or _named(MARKER.sub(" ", sentence.text))
-                     or any(w.lower() in _WORD_NUMBERS for w in re.findall(r"\w+", sentence.text)))
-    if not sentence.markers:
-        return result("uncited" if has_facts else "no_claim", None)
-    if not cited:
-        return result("unsupported", False, missing=[f"[{n}]" for n in sentence.markers])
     cited_text = "\n".join(sources[n - 1] for n in cited)
     source_nums = _source_numbers(cited_text)
     missing = sorted(x for x in nums if x not in source_nums)
@@ -124,11 +135,7 @@ def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None =
     span = Span(n, start, end)
     window = sources[n - 1][start:end]
     overlap = len(words & stems(window)) / len(words) if words else 0.0
-    cross = language(MARKER.sub(" ", sentence.text)) != language(sources[n - 1])
-    cosine = None
-    if embed is not None:
-        vectors = embed([MARKER.sub(" ", sentence.text).strip(), window])
-        cosine = _cosine(vectors[0], vectors[1])
+    cross = language(plain) != language(sources[n - 1])
     if missing:
         return result("unsupported", False, span, min(overlap, 0.5) * 0.5, missing)
     if not cross and NEGATION_CHECK:
@@ -136,16 +143,90 @@ def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None =
         closest = max(clauses, key=lambda c: len(words & stems(c)) / (1 + len(stems(c))) ** 0.5)
         if negated(plain) != negated(closest):
             return result("unsupported", False, span, overlap * 0.5, ["negation"])
-    if cross:
-        ok = bool(nums or idents) and (cosine is None or cosine >= min_cosine)
+    pending = _Pending(result, plain.strip(), window, span, overlap, cross, bool(nums or idents))
+    # The cosine decides only a cross-language sentence with facts and a same-language one short of the overlap.
+    needs_cosine = use_embed and ((cross and pending.has_facts) or (not cross and overlap < min_overlap))
+    return pending if needs_cosine else _decide(pending, None, min_overlap, MIN_COSINE)
+
+
+def _decide(p: _Pending, cosine: float | None, min_overlap: float, min_cosine: float) -> CitationCheck:
+    if p.cross:
+        ok = p.has_facts and (cosine is None or cosine >= min_cosine)
         score = cosine if cosine is not None else (0.75 if ok else 0.0)
     else:
-        ok = overlap >= min_overlap or (cosine is not None and cosine >= min_cosine)
-        score = max(overlap, cosine or 0.0)
-    return result("supported" if ok else "unsupported", ok, span, score)
+        ok = p.overlap >= min_overlap or (cosine is not None and cosine >= min_cosine)
+        score = max(p.overlap, cosine or 0.0)
+    return p.result("supported" if ok else "unsupported", ok, p.span, score)
+
+
+def _uncited(sentence: Sentence, has_facts: bool) -> CitationCheck:
+    return CitationCheck(sentence.text, sentence.start, sentence.end, [], None,
+                         "uncited" if has_facts else "no_claim", None, 0.0)
+
+
+def _has_facts(sentence: Sentence) -> bool:
+    nums, idents = facts(sentence.text)
+    return bool(nums or idents or _named(MARKER.sub(" ", sentence.text))
+                or any(w.lower() in _WORD_NUMBERS for w in re.findall(r"\w+", sentence.text)))
+
+
+def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None = None,
+                   min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> CitationCheck:
+    return _check([sentence], sources, embed, min_overlap, min_cosine, attribute=False)[0]
 
 
 def check(answer_text: str, sources: list[str], embed: Embed | None = None,
-          min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> list[CitationCheck]:
-    """One check per sentence of `answer_text`; `sources[n-1]` is the text of source [n]."""
-    return [check_sentence(s, sources, embed, min_overlap, min_cosine) for s in split_sentences(answer_text)]
+          min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE,
+          attribute: bool = False) -> list[CitationCheck]:
+    """One check per sentence of `answer_text`; `sources[n-1]` is the text of source [n].
+
+    `embed` (texts -> unit vectors) is called at most once, with the sentence and span of each sentence whose verdict
+    depends on their cosine (a cross-language sentence with facts, a same-language one short of the overlap); none
+    when no sentence needs it. `attribute`: a sentence without `[n]` that states facts is checked against each
+    source alone, by its facts and words (not the embedder: a pass per sentence and source costs more than the
+    check itself, docs/answering.md), and the one that supports it best (highest score) is reported: `status`
+    "supported", `sources` [n], `attributed` True. When none does it stays "uncited". Used when the answer cites
+    nothing at all.
+    """
+    return _check(split_sentences(answer_text), sources, embed, min_overlap, min_cosine, attribute)
+
+
+def _check(sentences: list[Sentence], sources: list[str], embed: Embed | None, min_overlap: float,
+           min_cosine: float, attribute: bool) -> list[CitationCheck]:
+    # Each sentence has one or more candidates: its cited sources together, or (attribution) each source alone.
+    candidates: list[list[CitationCheck | _Pending]] = []
+    for sentence in sentences:
+        cited = [n for n in sentence.markers if 1 <= n <= len(sources)]
+        if sentence.markers and not cited:
+            candidates.append([CitationCheck(sentence.text, sentence.start, sentence.end, list(sentence.markers),
+                                             False, "unsupported", None, 0.0,
+                                             [f"[{n}]" for n in sentence.markers])])
+        elif sentence.markers:
+            candidates.append([_assess(sentence, sources, cited, embed is not None, min_overlap)])
+        elif not _has_facts(sentence):
+            candidates.append([_uncited(sentence, False)])
+        elif attribute and sources:
+            candidates.append([_uncited(sentence, True)] + [
+                _assess(sentence, sources, [n], False, min_overlap) for n in range(1, len(sources) + 1)])
+        else:
+            candidates.append([_uncited(sentence, True)])
+    pending = [c for cs in candidates for c in cs if isinstance(c, _Pending)]
+    cosines: dict[int, float] = {}
+    if pending and embed is not None:
+        vectors = embed([t for p in pending for t in (p.claim, p.window)])
+        cosines = {id(p): float(_cosine(vectors[2 * i], vectors[2 * i + 1])) for i, p in enumerate(pending)}
+    out = []
+    for sentence, cs in zip(sentences, candidates):
+        decided = [_decide(c, cosines.get(id(c)), min_overlap, min_cosine) if isinstance(c, _Pending) else c
+                   for c in cs]
+        if len(decided) == 1:
+            out.append(decided[0])
+            continue
+        found = [c for c in decided[1:] if c.status == "supported"]
+        if found:
+            best = max(found, key=lambda c: c.score)
+            best.sources, best.attributed = [best.span.n] if best.span else [], True
+            out.append(best)
+        else:
+            out.append(decided[0])
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from backend.citations.sentences import _CODE, MARKER, split_sentences
 
@@ -59,9 +60,16 @@ def identifiers(text: str) -> set[str]:
     return found
 
 
-def _source_numbers(text: str) -> set[str]:
+# The same source windows are read for every sentence of an answer (and, attributing, for every source): their
+# words, numbers and sentence windows are computed once. Pure functions of a string; frozensets, so nothing cached
+# can be changed by a caller.
+_CACHE = 8192
+
+
+@lru_cache(maxsize=_CACHE)
+def _source_numbers(text: str) -> frozenset[str]:
     words = {w.lower() for w in re.findall(r"\w+", text)}
-    return numbers(text) | {str(v) for w, v in _WORD_NUMBERS.items() if w in words}
+    return frozenset(numbers(text) | {str(v) for w, v in _WORD_NUMBERS.items() if w in words})
 
 
 def _has_identifier(source: str, ident: str) -> bool:
@@ -106,7 +114,8 @@ def language(text: str) -> str:
     return "en"
 
 
-def stems(text: str) -> set[str]:
+@lru_cache(maxsize=_CACHE)
+def stems(text: str) -> frozenset[str]:
     out = set()
     for w in re.findall(r"[^\W\d_]+", MARKER.sub(" ", text).lower()):
         if w in _STOP or len(w) < 3:
@@ -114,17 +123,18 @@ def stems(text: str) -> set[str]:
         if re.fullmatch(r"[a-z]+", w):
             w = re.sub(r"(?:ing|ed|es|s)$", "", w) if len(w) > 4 else w
         out.add(w[:STEM])
-    return out
+    return frozenset(out)
 
 
-def _windows(source: str) -> list[tuple[int, int]]:
+@lru_cache(maxsize=256)
+def _windows(source: str) -> tuple[tuple[int, int], ...]:
     sentences = split_sentences(source)
     spans = []
     for i in range(len(sentences)):
         for size in range(1, WINDOW + 1):
             if i + size <= len(sentences):
                 spans.append((sentences[i].start, sentences[i + size - 1].end))
-    return spans or [(0, len(source))]
+    return tuple(spans) or ((0, len(source)),)
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:

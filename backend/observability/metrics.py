@@ -12,6 +12,8 @@ count them together). Names (docs/monitoring.md lists them with their meaning):
     rag_embed_worker_crashes_total{role,reason}        (process-wide, like process_*: the workers are this process's)
     rag_answers_in_flight      rag_answers_queued      rag_answers_limit      rag_answers_shed_total{reason}
     rag_engine_requests_waiting                        (admission: backend/llm/admission.py)
+    rag_citation_sentences_total{status}               rag_citation_check_duration_seconds
+    rag_answers_ungrounded_total                       (the claim check: backend/citations/, CITATION_CHECK)
 
 Labels never carry user input (no space ids, paths or questions): `route` is the route's template, and an
 unmatched path is "unmatched", so a scanner cannot grow the series without bound.
@@ -27,6 +29,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Seconds. From sub-millisecond stages (a BM25 search) to long answers (a slow engine's full generation).
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Seconds of one answer's claim check: ~1 ms of CPU per sentence, plus an embedder pass when one is needed.
+CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+CLAIM_STATUSES = ("supported", "unsupported", "uncited", "no_claim")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 INGEST_STAGES = ("parse", "embed", "store_write")
@@ -103,6 +108,22 @@ class Metrics:
             "vllm:num_requests_waiting as last read by admission (ASK_ENGINE_WAITING_MAX); NaN when unknown.", registry=r,
         )
         self.engine_waiting.set(float("nan"))
+        # The claim check of each answer (CITATION_CHECK mark|drop): its sentences by the checker's status, its
+        # time, and the answers it found unsupported (grounded false although the engine answered).
+        self.citation_sentences = Counter(
+            "rag_citation_sentences", "Answer sentences checked against their sources, by status: supported, "
+            "unsupported, uncited, no_claim.", ["status"], registry=r,
+        )
+        for status in CLAIM_STATUSES:
+            self.citation_sentences.labels(status)
+        self.citation_check = Histogram(
+            "rag_citation_check_duration_seconds", "Time of one answer's claim check, after its last token.",
+            buckets=CHECK_BUCKETS, registry=r,
+        )
+        self.answers_ungrounded = Counter(
+            "rag_answers_ungrounded", "Answers the claim check found unsupported (grounded false; the engine answered).",
+            registry=r,
+        )
         r.register(EmbedWorkerCrashes())
 
     # -- recording ---------------------------------------------------------------------------------------
@@ -142,8 +163,16 @@ class Metrics:
         if timings.get("ttft_ms") is not None:
             self.observe_stage("ttft", timings["ttft_ms"] / 1000)
             self.observe_stage("generation", (timings["total_ms"] - timings["ttft_ms"]) / 1000)
-        if not done.get("grounded"):
+        refused = "finish_reason" not in done  # nothing relevant was found: no engine asked, no reason to stop
+        if refused:
             self.empty_retrievals.inc()
+        elif not done.get("grounded"):
+            self.answers_ungrounded.inc()
+        for claim in done.get("citations") or []:
+            if claim.get("status") in CLAIM_STATUSES:
+                self.citation_sentences.labels(claim["status"]).inc()
+        if timings.get("check_ms") is not None:
+            self.citation_check.observe(timings["check_ms"] / 1000)
         dropped = (done.get("context") or {}).get("dropped") or []
         if dropped:
             self.chunks_dropped.inc(len(dropped))

@@ -88,7 +88,9 @@ def read_final_event(result: RequestResult, final: dict) -> None:
     usage = final.get("usage") or {}
     result.usage_tokens = usage.get("completion_tokens")
     result.prompt_tokens = usage.get("prompt_tokens")
-    result.grounded = final.get("grounded")
+    # False only for a refusal (nothing relevant, no engine asked: no finish_reason); an answer the claim check
+    # found unsupported has `grounded` false too, but the engine wrote it.
+    result.grounded = bool(final.get("grounded")) or "finish_reason" in final
     result.answer = final.get("answer") or ""
     sources = final.get("sources") or []
     result.sources = frozenset(s.get("doc_id") or s["path"] for s in sources)

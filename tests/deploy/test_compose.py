@@ -80,6 +80,7 @@ ALTERNATIVES = {
     "ANSWER_MAX_TOKENS": "256",
     "ANSWER_TEMPERATURE": "0.3",
     "ASK_MIN_SCORE": "0.3",
+    "CITATION_CHECK": "drop",
     "EMBED_MODEL": "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
     "EMBED_BACKEND": "torch",
     "CHUNK_TOKENS": "256",

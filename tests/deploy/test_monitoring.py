@@ -54,6 +54,9 @@ RAG_METRICS = {
     "rag_answers_limit": "gauge",
     "rag_answers_shed_total": "counter",
     "rag_engine_requests_waiting": "gauge",
+    "rag_citation_sentences_total": "counter",
+    "rag_citation_check_duration_seconds": "histogram",
+    "rag_answers_ungrounded_total": "counter",
 }
 RAG_STAGES = {"parse", "embed", "store_write", "retrieval_wait", "query_embed", "search", "rerank", "retrieval", "ttft", "generation", "total"}
 # prometheus_client's process collector (the backend's; vLLM exports these too, so queries pick job="backend").

@@ -61,7 +61,12 @@ def test_a_completion_answers_with_citations_sources_and_usage(backend, fake_llm
     assert completion.usage.total_tokens == 106
     sources = completion.sources  # the extra field, kept by the SDK's models
     assert sources[0]["n"] == 1 and sources[0]["path"] == "handbook.pdf" and sources[0]["cited"] is True
-    assert completion.rag["engine"] == "fake" and completion.rag["citations"]["cited"] == [1]
+    assert completion.rag["engine"] == "fake" and completion.rag["cited"] == [1] and completion.rag["grounded"] is True
+    # The claim check, as in POST /ask: the one sentence, supported by source [1], its span in that source's text.
+    (claim,) = completion.rag["citations"]
+    assert claim["status"] == "supported" and claim["sources"] == [1] and claim["span"]["n"] == 1
+    span_text = sources[0]["text"][claim["span"]["start"]:claim["span"]["end"]]
+    assert "02:00" in span_text
     prompt = fake_llm.calls[-1][1]["content"]
     assert "[1] (handbook.pdf, page 2)" in prompt and prompt.endswith(f"Question: {QUESTION}")
     # The footer is optional (extension `rag`), the sources field is not.

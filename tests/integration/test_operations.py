@@ -24,7 +24,8 @@ EXPORTED = {
     "rag_stage_duration_seconds", "rag_errors_total", "rag_empty_retrievals_total",
     "rag_context_chunks_dropped_total", "rag_context_tokens_dropped_total", "rag_llm_tokens_total",
     "rag_documents_ingested_total", "rag_info", "process_resident_memory_bytes", "process_cpu_seconds_total",
-    "process_open_fds",
+    "process_open_fds", "rag_citation_sentences_total", "rag_citation_check_duration_seconds",
+    "rag_answers_ungrounded_total",
 }
 
 

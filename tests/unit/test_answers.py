@@ -27,7 +27,8 @@ from tests.support.fake_llm import FakeLLM
 
 HIT = {"doc_id": "d1", "path": "handbook.md", "chunk_index": 0, "page": 2, "heading": "Keys", "score": 0.9,
        "dense_score": 0.9, "text": "API keys rotate every 90 days."}
-SETTINGS = SimpleNamespace(answer_max_tokens=64, answer_temperature=0.1, search_max_top_k=50, ask_min_score=0.5)
+SETTINGS = SimpleNamespace(answer_max_tokens=64, answer_temperature=0.1, search_max_top_k=50, ask_min_score=0.5,
+                           ask_max_in_flight=8, citation_check="mark")
 
 
 class StubRetriever:
@@ -56,13 +57,17 @@ def test_a_grounded_answer_streams_tokens_then_one_answer_with_every_key():
     assert answer.grounded and not answer.refused and answer.text == "Every 90 days [1]."
     data = answer.to_dict()
     assert set(data) == {"engine", "model", "answer", "sources", "grounded", "finish_reason", "usage", "citations",
-                         "context", "timings"}
+                         "cited", "invalid_citations", "context", "timings"}
     assert data["sources"] == [{**HIT, "n": 1, "cross_score": None, "cited": True}]
-    assert data["citations"] == {"cited": [1], "invalid": [7]} and data["finish_reason"] == "stop"
+    assert data["cited"] == [1] and data["invalid_citations"] == [7] and data["finish_reason"] == "stop"
+    # The claim check: one sentence, its fact (90) in source [1], the span the whole source.
+    assert data["citations"] == [{"sentence": "Every 90 days [1].", "start": 0, "end": 18, "sources": [1],
+                                  "supported": True, "status": "supported", "span": {"n": 1, "start": 0, "end": 30},
+                                  "score": data["citations"][0]["score"], "missing": [], "attributed": False}]
     assert data["usage"] == {"prompt_tokens": 100, "completion_tokens": 5}  # FakeLLM: one per word
     assert data["context"]["used"] == 1 and data["context"]["token_counts"] == "upper_bound"
     assert "history" not in data["context"]
-    assert set(data["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms", "retrieval_stages"}
+    assert set(data["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms", "retrieval_stages", "check_ms"}
 
 
 def test_a_refusal_asks_no_engine_and_has_no_finish_reason():

@@ -142,3 +142,31 @@ def test_golden_set_is_labelled_and_split(tmp_path: Path, capsys):
     assert eval_main(["--golden", str(golden), "--out", str(out)]) == 0
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["splits"]["test"]["n"] > 0 and "| test | all |" in capsys.readouterr().out
+
+
+def test_the_embedder_is_called_once_per_answer_and_only_for_sentences_that_need_it():
+    calls: list[list[str]] = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return [[1.0, 0.0]] * len(texts)
+
+    # Supported by its words alone, and a wrong number: the cosine would change neither verdict.
+    answer = "Passwords must be at least 14 characters long [1]. Passwords must be at least 12 characters long [1]."
+    assert [c.status for c in check(answer, [PASSWORDS], embed=embed)] == ["supported", "unsupported"]
+    assert calls == []
+    # Two paraphrases short of the overlap: one call, with both sentences and their spans.
+    answer = "Periodic rotation is not forced [1]. Staff keep secrets in the manager [1]."
+    check(answer, [PASSWORDS], embed=embed)
+    assert len(calls) == 1 and len(calls[0]) == 4
+
+
+def test_attribution_finds_the_source_of_an_uncited_sentence():
+    answer = "Engineering costs go to cost centre CC-4410. Passwords must be at least 14 characters long. Hello."
+    checks = check(answer, [PASSWORDS, CENTRES], attribute=True)
+    assert [(c.status, c.sources, c.attributed) for c in checks] == [
+        ("supported", [2], True), ("supported", [1], True), ("no_claim", [], False)]
+    assert CENTRES[checks[0].span.start:checks[0].span.end].startswith("Engineering costs go to cost centre CC-4410")
+    # Nothing supports it: still uncited. Without attribute=True, uncited sentences are not tried.
+    assert check("The office opens at 09:00.", [PASSWORDS, CENTRES], attribute=True)[0].status == "uncited"
+    assert check(answer, [PASSWORDS, CENTRES])[0].status == "uncited"

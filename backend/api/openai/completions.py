@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 SSE_DONE = format_sse_event(data_str="[DONE]")
 # What /ask says beyond the answer, in the `rag` extension of a rag/<space> model's completion.
-RAG_INFO_KEYS = ("engine", "model", "grounded", "citations", "context", "timings")
+RAG_INFO_KEYS = ("engine", "model", "grounded", "citations", "cited", "invalid_citations", "context", "timings")
 
 
 @dataclass

@@ -64,7 +64,7 @@ class ChatCompletionOut(BaseModel):
     usage: CompletionUsage
     sources: list[AskSource] = Field(description="Extension: the sources the answer's [n] refer to (as in POST /ask).")
     rag: dict[str, Any] | None = Field(
-        None, description="Extension (rag/<space> models): engine, model, grounded, citations, context, timings (as in POST /ask)."
+        None, description="Extension (rag/<space> models): engine, model, grounded, citations (the claim check), cited, invalid_citations, context, timings (as in POST /ask)."
     )
 
 

@@ -66,7 +66,8 @@ async def ask(body: AskBody, rag: RagDep, grant: GrantDep, metrics: MetricsDep, 
     """Retrieve from the space, answer with the configured engine, cite sources as [n].
 
     JSON: `{"answer", "sources": [{n, doc_id, path, chunk_index, page, score, text, cited}], "engine", "model",
-    "usage", "timings": {retrieval_ms, ttft_ms, total_ms}, "context", "citations"}`.
+    "usage", "timings": {retrieval_ms, ttft_ms, total_ms, check_ms}, "context", "grounded", "citations": [one claim
+    check per sentence], "cited", "invalid_citations"}`.
     SSE: `token` events (`{"text"}`), then one `done` event with the JSON above; a failure after the
     answer started ends the stream with an `error` event (`{"error": {type, message}}`).
     The whole answer has ANSWER_TIMEOUT_S (504 answer_timeout, or an `error` event once streaming); a
