@@ -722,6 +722,11 @@ function renderChecks(claims) {
   const box = $("answer-checks");
   box.hidden = total + dropped === 0;
   if (box.hidden) return;
+  if (!total) { // CITATION_CHECK=drop removed every sentence
+    box.textContent = `${dropped} unsupported sentence${dropped === 1 ? "" : "s"} removed from the answer`;
+    box.className = "checks checks-warn";
+    return;
+  }
   const details = [];
   if (unsupported) details.push(`${unsupported} not supported by the cited source`);
   if (uncited) details.push(`${uncited} with no source cited`);

@@ -596,6 +596,16 @@ def test_attributed_multi_source_dropped_and_ungrounded_answers(backend, page):
     expect(page.locator("#sources li .tag")).to_have_text("consulted")
     expect(page.locator("#answer-checks")).to_have_text("0 of 1 sentence supported (1 with no source cited)")
 
+    # CITATION_CHECK=drop removed every sentence: the backend's own text, and the count of what it removed.
+    page.unroute("**/ask")
+    removed = "None of this answer's sentences is supported by the sources it was given, so it is not shown."
+    routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": removed, "sources": [source], "grounded": False,
+                         "citations": [citations[3], {**citations[3], "sentence": "Twice [1]."}]})
+    ask(page, "How often do backups run?")
+    expect(page.locator("#answer-box")).to_have_attribute("data-state", "done")
+    expect(page.locator("#answer")).to_have_text(removed)
+    expect(page.locator("#answer-checks")).to_have_text("2 unsupported sentences removed from the answer")
+
     # Nothing relevant was found: no sources, no checks, the notice says so.
     page.unroute("**/ask")
     routed_answer(page, {"engine": "vllm", "model": MODEL, "answer": "Nothing relevant was found.", "sources": [],
