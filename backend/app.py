@@ -20,6 +20,7 @@ from backend.auth import ApiKeys
 from backend.errors import StoreLocked, StoreUnavailable
 from backend.llm.base import LLMClient
 from backend.llm.registry import create_llm_client
+from backend.observability.loop_lag import watch_loop_lag
 from backend.observability.metrics import Metrics
 from backend.observability.request_context import RequestContext
 from backend.retrieval.embedders.base import Embedder
@@ -94,9 +95,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None, llm: LLMClien
                 retry = asyncio.create_task(connect_later(app, embedder, client))
         if not app.state.api_keys.enabled:
             log.warning("API_KEYS is not set: every caller can search, ask, upload and delete in every space")
+        lag = asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag), name="loop-lag")
         try:
             yield
         finally:
+            lag.cancel()
             if retry is not None:
                 retry.cancel()
             if serving.runtime is not None:

@@ -34,6 +34,7 @@ CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 CLAIM_STATUSES = ("supported", "unsupported", "uncited", "no_claim")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 INGEST_STAGES = ("parse", "embed", "store_write")
 QUERY_STAGES = {"wait_ms": "retrieval_wait", "embed_ms": "query_embed", "search_ms": "search", "rerank_ms": "rerank"}
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -78,6 +79,10 @@ class Metrics:
             "Time per stage: parse, embed, store_write (ingest); retrieval_wait, query_embed, search, rerank (retrieval); "
             "retrieval, ttft, generation, total (one /ask); admission (an answer's wait for its slot).",
             ["stage"], buckets=STAGE_BUCKETS, registry=r,
+        )
+        self.loop_lag = Histogram(
+            "rag_event_loop_lag_seconds", "How late the event loop ran a probe that was due (loop_lag.py): the wait of "
+            "every request and token for the loop.", buckets=LOOP_LAG_BUCKETS, registry=r,
         )
         self.errors = Counter("rag_errors", "Errors answered, by the type in the JSON error body.", ["type"], registry=r)
         self.empty_retrievals = Counter(

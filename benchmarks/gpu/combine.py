@@ -71,8 +71,15 @@ STAGES = ("admission", "retrieval_wait", "query_embed", "search", "retrieval", "
 _STAGE_LINE = re.compile(r'^rag_stage_duration_seconds_(sum|count)\{stage="([a-z_]+)"\} ([0-9.e+-]+)$', re.M)
 
 
+_LAG_LINE = re.compile(r'^rag_event_loop_lag_seconds_(sum|count) ([0-9.e+-]+)$', re.M)
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def _stage_totals(path: Path) -> dict[tuple[str, str], float]:
-    return {(stage, kind): float(value) for kind, stage, value in _STAGE_LINE.findall(path.read_text())} if path.exists() else {}
+    return {(stage, kind): float(value) for kind, stage, value in _STAGE_LINE.findall(_read(path))}
 
 
 def stage_means_ms(raw_dir: Path, c: int, tag: str = "") -> dict[str, float]:
@@ -81,6 +88,12 @@ def stage_means_ms(raw_dir: Path, c: int, tag: str = "") -> dict[str, float]:
     before = _stage_totals(raw_dir / f"metrics{tag}-c{c}-before.txt")
     after = _stage_totals(raw_dir / f"metrics{tag}-c{c}-after.txt")
     means = {}
+    lag = _LAG_LINE.findall(_read(raw_dir / f"metrics{tag}-c{c}-after.txt")), _LAG_LINE.findall(_read(raw_dir / f"metrics{tag}-c{c}-before.txt"))
+    if lag[0]:
+        (after_lag, before_lag) = ({kind: float(v) for kind, v in pairs} for pairs in lag)
+        ticks = after_lag["count"] - before_lag.get("count", 0.0)
+        if ticks > 0:  # not a stage: how late the event loop ran a 0.1 s probe, on average, during the level
+            means["event_loop_lag"] = round((after_lag["sum"] - before_lag.get("sum", 0.0)) / ticks * 1000, 1)
     for stage in STAGES:
         count = after.get((stage, "count"), 0.0) - before.get((stage, "count"), 0.0)
         if count > 0:
@@ -190,12 +203,12 @@ def markdown(result: dict) -> str:
             "Where /ask's time goes (ms per answer, mean, from the backend's `rag_stage_duration_seconds` scraped "
             "before and after each level; query_embed includes the wait for the next batched pass):",
             "",
-            "| c | " + " | ".join(STAGES) + " |",
-            "|---:|" + "---:|" * len(STAGES),
+            "| c | " + " | ".join(STAGES) + " | event loop lag |",
+            "|---:|" + "---:|" * (len(STAGES) + 1),
         ]
         for r in result["runs"]:
             means = r.get("ask_stage_mean_ms") or {}
-            lines.append(f"| {r['concurrency']} | " + " | ".join(str(means.get(st, "")) for st in STAGES) + " |")
+            lines.append(f"| {r['concurrency']} | " + " | ".join(str(means.get(st, "")) for st in (*STAGES, "event_loop_lag")) + " |")
     o = result.get("overload")
     if o:
         lines += [

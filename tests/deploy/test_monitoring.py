@@ -54,6 +54,7 @@ RAG_METRICS = {
     "rag_answers_limit": "gauge",
     "rag_answers_shed_total": "counter",
     "rag_engine_requests_waiting": "gauge",
+    "rag_event_loop_lag_seconds": "histogram",
     "rag_citation_sentences_total": "counter",
     "rag_citation_check_duration_seconds": "histogram",
     "rag_answers_ungrounded_total": "counter",
