@@ -131,3 +131,42 @@ def test_one_error_function_two_dialects():
 def test_one_sse_writer():
     assert sse_event("token", {"text": "é"}) == 'event: token\ndata: {"text": "é"}\n\n'.encode()
     assert sse_event(None, {"a": 1}) == b'data: {"a": 1}\n\n'
+
+
+class Embedder:
+    """The retriever's embedder as the claim check uses it: query-side vectors, every call recorded."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def embed_queries(self, texts):
+        self.calls.append(list(texts))
+        if self.fail:
+            raise RuntimeError("the query worker died")
+        return [[1.0, 0.0]] * len(texts)
+
+
+def test_the_claim_check_uses_the_retrievers_embedder_only_when_a_cosine_decides():
+    retriever = StubRetriever([HIT])
+    retriever.embedder = Embedder()
+    # Words and facts decide: no embedder call.
+    rag = RagService(retriever, FakeLLM("API keys rotate every 90 days [1]."), SETTINGS)
+    answer = events_of(rag.ask(AskRequest("How often do keys rotate?", "kb")))[-1].answer
+    assert [c.status for c in answer.claims] == ["supported"] and retriever.embedder.calls == []
+    # A paraphrase short of the word overlap: one call, the sentence and its span; the (stub) cosine of 1 decides.
+    rag = RagService(retriever, FakeLLM("Credentials change on a quarterly schedule [1]."), SETTINGS)
+    answer = events_of(rag.ask(AskRequest("How often do keys rotate?", "kb")))[-1].answer
+    (call,) = retriever.embedder.calls
+    assert len(call) == 2 and call[0].startswith("Credentials change on a quarterly schedule") and call[1] == HIT["text"]
+    assert answer.claims[0].status == "supported" and answer.grounded
+
+
+def test_a_failing_embedder_leaves_the_check_to_the_rules():
+    retriever = StubRetriever([HIT])
+    retriever.embedder = Embedder(fail=True)
+    rag = RagService(retriever, FakeLLM("Credentials change on a quarterly schedule [1]."), SETTINGS)
+    answer = events_of(rag.ask(AskRequest("How often do keys rotate?", "kb")))[-1].answer
+    assert len(retriever.embedder.calls) == 1
+    assert answer.claims[0].status == "unsupported" and not answer.grounded and not answer.refused
+    assert "finish_reason" in answer.to_dict()
