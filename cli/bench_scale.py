@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -268,6 +269,8 @@ def run(args, settings: "Settings") -> dict:
     overrides = {k: v for k, v in (("embed_model", args.embed_model), ("embed_backend", args.embed_backend),
                                    ("embed_base_url", args.embed_base_url)) if v is not None}
     started = time.perf_counter()
+    # The machine's load around the run: on a shared machine the figures mean little without it.
+    load_start = os.getloadavg()[0]
     with _folder(args.corpus, "scale-corpus-", args.work_dir) as corpus, _folder(args.store, "scale-store-", args.work_dir) as data_dir:
         manifest = prepare_corpus(corpus, args.chunks, args.seed)
         # The model cache stays where it was: a temporary DATA_DIR must not re-export the model every run.
@@ -282,7 +285,7 @@ def run(args, settings: "Settings") -> dict:
             "target_chunks": args.chunks,
             "corpus": {k: manifest[k] for k in ("docs", "seed", "formats", "languages", "bytes", "expected_chunks") if k in manifest},
         }
-        ing = ingest(run_settings, corpus, quiet=not sys.stderr.isatty())
+        ing = ingest(run_settings, corpus, quiet=False)  # a bar on a terminal, a line every 10 s in a log
         report.update(ing)
         report["disk_mb"] = _dir_mb(run_settings.embedded_store_dir)
         report.update(rerun(run_settings, corpus))
@@ -298,6 +301,8 @@ def run(args, settings: "Settings") -> dict:
         finally:
             stop_backend(proc)
     report["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    report["cpus"] = os.cpu_count()
+    report["load_avg_1m"] = {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}
     summary = markdown(report)
     print(summary)
     if args.md:
@@ -331,7 +336,8 @@ def markdown(r: dict) -> str:
         f"(query embedding p50 {r['query_embed_p50_ms_c1']} ms, store p50/p99 {r['store_search_p50_ms_c1']}/{r['store_search_p99_ms_c1']} ms).",
         f"- /search at c=32: {r['search_rps_c32']} req/s, p50 {r['search_p50_ms_c32']} ms, p99 {r['search_p99_ms_c32']} ms, "
         f"{r['search_errors_c32']} errors; backend RSS {r['backend_rss_mb']} MB.",
-        f"- Whole benchmark: {r['bench_wall_s']} s.",
+        f"- Whole benchmark: {r['bench_wall_s']} s; {r['cpus']} CPUs, load average (1 min) {r['load_avg_1m']['start']} at "
+        f"the start, {r['load_avg_1m']['end']} at the end (other work on the machine slows every figure).",
         "",
     ]
     return "\n".join(lines)
