@@ -33,6 +33,7 @@ from backend.citations import CitationCheck
 from backend.citations import check as check_claims
 from backend.errors import ContextOverflow, InvalidRequest
 from backend.llm.base import LLMClient, StreamEnd, TokenDelta
+from backend.retrieval.embedders.base import off_path_query_embedding
 from backend.retrieval.embedders.registry import relevance_floor
 from backend.retrieval.retriever import Retrieved, Retriever
 from backend.retrieval.sparse import identifier_terms
@@ -397,7 +398,7 @@ class RagService:
         if embedder is None:
             return check_claims(text, sources, attribute=attribute)
         try:
-            return check_claims(text, sources, embed=embedder.embed_queries, attribute=attribute)
+            return check_claims(text, sources, embed=off_path_query_embedding(embedder), attribute=attribute)
         except Exception:  # the embedder failing (a worker restarting) must not cost the answer its checks
             log.warning("claim check: the embedder failed; checked without it", exc_info=True)
             return check_claims(text, sources, attribute=attribute)

