@@ -19,7 +19,7 @@ import os
 from functools import cached_property
 
 from backend.ingest.chunking import Chunker
-from backend.ingest.isolation import ParseLimits, ParsePool
+from backend.ingest.isolation import PARSE_WORKERS, ParseLimits, ParsePool
 from backend.ingest.jobs import JobManager
 from backend.ingest.optimizer import BackgroundOptimizer
 from backend.ingest.pipeline import IngestPipeline, IngestResult
@@ -238,10 +238,12 @@ def build_runtime(
             cross=cross_embedder,
         )
         # Parsing runs in worker processes that enforce the per-file budget (backend.ingest.isolation).
-        parsing = ParsePool(chunker, ParseLimits.from_settings(settings))
+        # INGEST_WORKERS files are parsed at once ahead of the embedder; never fewer workers than the pool's default.
+        parsing = ParsePool(chunker, ParseLimits.from_settings(settings), workers=max(PARSE_WORKERS, settings.ingest_workers))
         # After a write the store optimises: the rule of the ingest side, whoever wrote (API, job, CLI).
         pipeline = IngestPipeline(
-            embedder, index, chunker, max_bytes=settings.max_upload_bytes, parsing=parsing, on_write=optimizer.schedule
+            embedder, index, chunker, max_bytes=settings.max_upload_bytes, parsing=parsing, on_write=optimizer.schedule,
+            workers=settings.ingest_workers,
         )
     except Exception:
         store.close()

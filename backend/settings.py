@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         2, ge=1,
         description="Uploads of one space indexed at once (synchronous uploads in flight); more answer 429 ingest_busy.",
     )
+    ingest_workers: int = Field(
+        1, ge=1, le=64,
+        description="Files of one ingest (CLI, job, upload batch) parsed and chunked at once, ahead of the embedder, "
+        "in as many parse worker processes: parsing overlaps embedding. 1: one file after another.",
+    )
     min_free_disk_mb: float = Field(
         512.0, ge=0,
         description="Free disk space the embedded store keeps in reserve under DATA_DIR: a write that would go below "

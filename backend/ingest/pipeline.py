@@ -8,6 +8,12 @@ A failure is per file: it is reported and the rest go on, whatever raised it.
 Parsing and chunking go through `parsing` (backend.ingest.isolation): in the server a pool of worker
 processes that enforces the per-file budget (MAX_FILE_CHUNKS, MAX_EXTRACTED_MB, MAX_PARSE_S).
 
+With `workers` > 1 (INGEST_WORKERS) the next files are read, checked and parsed ahead, that many at once, on
+threads that hand them to the parse workers, while the current group is embedded and committed: parsing
+overlaps embedding. Commits stay in the files' order (the outcomes come as with one worker), at most
+2 x `workers` prepared files wait (their chunks, not the corpus, are what is held), and a kill still loses
+only what was not committed.
+
 Every write (a commit that added or replaced a document, a delete) calls `on_write`: the runtime schedules the
 store's optimisation there (backend.ingest.optimizer), so uploads, jobs and the CLI all get it.
 """
@@ -17,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +78,9 @@ class IngestPipeline:
     def __init__(
         self, embedder: Embedder, index: DocumentIndex, chunker: Chunker, max_bytes: int,
         parsing: ParsePool | InlineParsing | None = None, on_write: Callable[[], None] | None = None,
+        workers: int = 1,
     ):
+        """`workers`: files prepared (read, checked, parsed and chunked) at once ahead of the embedder; 1 = in turn."""
         self.embedder = embedder
         self.index = index
         self.chunker = chunker
@@ -80,6 +90,7 @@ class IngestPipeline:
         self.in_flight = SpaceSlots()
         # Called after every write, from the thread that wrote (backend.runtime wires the store's optimiser).
         self.on_write = on_write
+        self.workers = max(1, workers)
 
     def close(self) -> None:
         """Stop the parse workers."""
@@ -115,8 +126,7 @@ class IngestPipeline:
         validate_space(space_id)
         group: list[_Pending] = []
         group_chunks = 0
-        for raw_path, load in items:
-            outcome = self._prepare(space_id, raw_path, load)
+        for outcome in self._prepared(space_id, items):
             if isinstance(outcome, _Pending):
                 group.append(outcome)
                 group_chunks += len(outcome.chunks)
@@ -127,6 +137,25 @@ class IngestPipeline:
                 yield outcome
         if group:
             yield from self._commit_group(space_id, group)
+
+    def _prepared(self, space_id: str, items: Iterable[tuple[str, Callable[[], bytes]]]) -> Iterator["_Pending | _Outcome"]:
+        """`_prepare` of every item, in the items' order; with several workers, up to 2 x workers ahead."""
+        if self.workers == 1:
+            for raw_path, load in items:
+                yield self._prepare(space_id, raw_path, load)
+            return
+        ahead: deque[Future] = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="ingest-prepare") as pool:
+            try:
+                for raw_path, load in items:
+                    ahead.append(pool.submit(self._prepare, space_id, raw_path, load))
+                    if len(ahead) >= 2 * self.workers:
+                        yield ahead.popleft().result()
+                while ahead:
+                    yield ahead.popleft().result()
+            finally:  # the caller stopped early (or failed): files not started yet are not parsed for nothing
+                for future in ahead:
+                    future.cancel()
 
     def _prepare(self, space_id: str, raw_path: str, load: Callable[[], bytes]):
         path = raw_path
