@@ -96,6 +96,16 @@ ALTERNATIVES = {
     "TLS_CERT_DIR": "/etc/letsencrypt/live/rag.example.com",
     "HTTPS_PORT": "8443",
     "HTTP_PORT": "8080",
+    # The GPU embedding service (profile gpu-embed); each is parsed by vLLM itself in test_vllm_args.py.
+    "EMBED_VLLM_MODEL": "BAAI/bge-m3",
+    "EMBED_SERVED_MODEL": "bge-m3",
+    "EMBED_VLLM_GPU_MEMORY_UTILIZATION": "0.08",
+    "EMBED_VLLM_MAX_MODEL_LEN": "8192",
+    "EMBED_VLLM_DTYPE": "float16",
+    "EMBED_VLLM_EXTRA_ARGS": "--max-num-batched-tokens 16384",
+    "EMBED_GPU_ID": "1",
+    "EMBED_API_KEY": "test-embed-key",
+    "MEM_LIMIT_VLLM_EMBED": "12g",
 }
 # Names the Ollama daemon reads itself (envconfig/config.go at the pinned tag); these go to its container.
 OLLAMA_DAEMON_VARIABLES = {
@@ -149,6 +159,8 @@ def test_a_missing_engine_choice_is_an_error(tmp_path):
     [
         ("vllm", None, {"qdrant", "vllm", "backend"}),
         ("vllm", "", {"qdrant", "backend"}),  # external vLLM
+        ("vllm", "vllm,gpu-embed", {"qdrant", "vllm", "vllm-embed", "backend"}),  # embeddings on the GPU
+        ("vllm", "gpu-embed", {"qdrant", "vllm-embed", "backend"}),  # external vLLM, embeddings here
         ("ollama", None, {"qdrant", "ollama", "ollama-pull", "backend"}),
         ("ollama", "gpu", {"qdrant", "ollama-gpu", "ollama-pull", "backend"}),
         ("ollama", "", {"qdrant", "backend"}),  # external Ollama
@@ -164,12 +176,12 @@ def test_stacks_validate_against_the_compose_specification(stack, profiles, expe
 
 @pytest.mark.parametrize("stack", sorted(STACKS))
 def test_images_are_pinned(stack):
-    for name, service in stack_render(stack, {"COMPOSE_PROFILES": "gpu" if stack == "ollama" else "vllm"})["services"].items():
+    for name, service in stack_render(stack, {"COMPOSE_PROFILES": "gpu" if stack == "ollama" else "vllm,gpu-embed"})["services"].items():
         assert PINNED_TAG.match(service["image"]), f"{name}: image {service['image']!r} is not pinned to a version"
         assert not service["image"].endswith(":latest")
 
 
-@pytest.mark.parametrize("stack, profiles", [("vllm", "vllm"), ("ollama", "cpu"), ("ollama", "gpu")])
+@pytest.mark.parametrize("stack, profiles", [("vllm", "vllm"), ("vllm", "vllm,gpu-embed"), ("ollama", "cpu"), ("ollama", "gpu")])
 def test_healthchecks_use_only_tools_their_image_has(stack, profiles):
     services = stack_render(stack, {"COMPOSE_PROFILES": profiles})["services"]
     for name, service in services.items():
@@ -180,7 +192,9 @@ def test_healthchecks_use_only_tools_their_image_has(stack, profiles):
         assert not missing, f"{name}: healthcheck runs {sorted(missing)}, which {service['image']} does not have"
 
 
-@pytest.mark.parametrize("stack, profiles", [("vllm", "vllm"), ("ollama", "cpu"), ("ollama", "gpu")])
+@pytest.mark.parametrize(
+    "stack, profiles", [("vllm", "vllm"), ("vllm", "vllm,gpu-embed"), ("vllm", "gpu-embed"), ("ollama", "cpu"), ("ollama", "gpu")]
+)
 def test_every_dependency_has_what_its_condition_needs(stack, profiles):
     services = stack_render(stack, {"COMPOSE_PROFILES": profiles})["services"]
     waited_on = set()
@@ -205,7 +219,7 @@ def test_every_dependency_has_what_its_condition_needs(stack, profiles):
 
 @pytest.mark.parametrize("stack", sorted(STACKS))
 def test_restart_policies_and_memory_limits(stack):
-    profiles = "vllm" if stack == "vllm" else "cpu"
+    profiles = "vllm,gpu-embed" if stack == "vllm" else "cpu"
     for name, service in stack_render(stack, {"COMPOSE_PROFILES": profiles})["services"].items():
         if name == "ollama-pull":
             assert service["restart"] == "no"
@@ -305,9 +319,9 @@ def test_committed_env_files_hold_no_secrets():
 
 # --- healthchecks that work, not only tools that exist --------------------------------------------------
 
-@pytest.mark.parametrize("service, port_in_test", [("qdrant", 6333), ("backend", 8000), ("vllm", 8001)])
+@pytest.mark.parametrize("service, port_in_test", [("qdrant", 6333), ("backend", 8000), ("vllm", 8001), ("vllm-embed", 8002)])
 def test_healthchecks_pass_on_a_healthy_service_and_fail_otherwise(stand_in, service, port_in_test):
-    test = stack_render("vllm")["services"][service]["healthcheck"]["test"]
+    test = stack_render("vllm", {"COMPOSE_PROFILES": "vllm,gpu-embed"})["services"][service]["healthcheck"]["test"]
     port, handler = stand_in
     assert run_check(test, port_in_test, port) == 0
     handler.status = 503

@@ -111,3 +111,117 @@ def test_a_missing_model_is_an_error(tmp_path):
     values = {k: v for k, v in read_env_file(ENV_FILE).items() if k != "VLLM_MODEL"}
     done = compose(["-f", "docker-compose.vllm.yml", "config"], write_env_file(tmp_path / "e", values))
     assert done.returncode != 0 and "VLLM_MODEL" in done.stderr
+
+
+# --- the GPU embedding service (profile gpu-embed): a second `vllm serve`, with the pooling runner ----------------
+
+EMBED_PROFILES = {"COMPOSE_PROFILES": "vllm,gpu-embed"}
+# knob -> (vllm serve's parsed attribute, the value it must reach vLLM as, given all the env values). The model
+# and its served name fall back to EMBED_MODEL: the store is bound to EMBED_MODEL, so that is what is served.
+EMBED_FLAGS = {
+    "EMBED_VLLM_MODEL": ("model", lambda v: v["EMBED_VLLM_MODEL"] or v["EMBED_MODEL"]),
+    "EMBED_SERVED_MODEL": ("served_model_name", lambda v: [v["EMBED_SERVED_MODEL"] or v["EMBED_MODEL"]]),
+    "EMBED_VLLM_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", lambda v: float(v["EMBED_VLLM_GPU_MEMORY_UTILIZATION"])),
+    "EMBED_VLLM_MAX_MODEL_LEN": ("max_model_len", lambda v: int(v["EMBED_VLLM_MAX_MODEL_LEN"])),
+    "EMBED_VLLM_DTYPE": ("dtype", lambda v: v["EMBED_VLLM_DTYPE"]),
+}
+EMBED_EXTRA = {"EMBED_VLLM_EXTRA_ARGS"}
+EMBED_PORT = 8002
+# The committed profile, and one touching every knob: bge-m3 from a local folder under a short name, with a key.
+EMBED_VARIANTS = [
+    {},
+    {
+        "EMBED_MODEL": "BAAI/bge-m3",
+        "EMBED_VLLM_MODEL": "/models/bge-m3",
+        "EMBED_SERVED_MODEL": "bge-m3",
+        "EMBED_VLLM_GPU_MEMORY_UTILIZATION": "0.08",
+        "EMBED_VLLM_MAX_MODEL_LEN": "8192",
+        "EMBED_VLLM_DTYPE": "float16",
+        "EMBED_VLLM_EXTRA_ARGS": "--max-num-batched-tokens 16384",
+        "EMBED_API_KEY": "test-embed-key",
+        "EMBED_BACKEND": "openai",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def embed_parsed(vllm_python, tmp_path_factory):
+    """Each embedding variant: (the env values, the rendered services, vLLM's parse of vllm-embed's command)."""
+    base = read_env_file(ENV_FILE)
+    renders = []
+    for i, variant in enumerate(EMBED_VARIANTS):
+        values = {**base, **variant}
+        env_file = write_env_file(tmp_path_factory.mktemp("env") / f"embed{i}.env", values)
+        renders.append((values, render(["docker-compose.vllm.yml"], env_file, EMBED_PROFILES)["services"]))
+    # The flag older guides give (`--task embed`) must be refused by this vLLM: the parser can say no here too.
+    commands = [services["vllm-embed"]["command"] for _, services in renders] + [["intfloat/multilingual-e5-small", "--task", "embed"]]
+    results = parse_with_vllm(vllm_python, commands)["results"]
+    assert "--task is not a vllm serve option" in results[-1]["error"][0]
+    return [(values, services, result) for (values, services), result in zip(renders, results)]
+
+
+def test_every_embedding_knob_of_the_env_file_is_accounted_for():
+    knobs = {key for key in read_env_file(ENV_FILE) if key.startswith("EMBED_VLLM_")}
+    assert knobs <= set(EMBED_FLAGS) | EMBED_EXTRA, "an EMBED_VLLM_* knob with no way to the embedding server"
+    assert {k for k in EMBED_FLAGS if k.startswith("EMBED_VLLM_")} | EMBED_EXTRA <= knobs, "a knob missing from .env.vllm"
+    assert "EMBED_SERVED_MODEL" in read_env_file(ENV_FILE)
+
+
+@pytest.mark.parametrize("variant", range(len(EMBED_VARIANTS)))
+def test_vllm_parses_the_embedding_service_command_into_the_env_values(embed_parsed, variant):
+    values, services, result = embed_parsed[variant]
+    assert "error" not in result, f"vllm serve rejects {services['vllm-embed']['command']}: {result['error']}"
+    args = result["args"]
+    for knob, (attribute, expected) in EMBED_FLAGS.items():
+        assert args[attribute] == expected(values), f"{knob}={values[knob]!r} reached vLLM as {args[attribute]!r}"
+    assert args["runner"] == "pooling", "the embedding service must run vLLM's pooling runner"
+    assert (args["host"], args["port"]) == ("0.0.0.0", EMBED_PORT)
+    if values["EMBED_VLLM_EXTRA_ARGS"]:
+        assert args["max_num_batched_tokens"] == 16384
+    # The backend is pointed at this service, asks for the name it serves, and adds E5's prefixes itself.
+    backend = services["backend"]["environment"]
+    assert backend["EMBED_BASE_URL"] == f"http://vllm-embed:{EMBED_PORT}/v1"
+    assert [backend["EMBED_SERVED_MODEL"] or backend["EMBED_MODEL"]] == args["served_model_name"]
+    assert backend["EMBED_MODEL"] == values["EMBED_MODEL"] and backend["EMBED_PREFIXES"] == "client"
+    assert backend["EMBED_BACKEND"] == values["EMBED_BACKEND"]
+    assert services["backend"]["depends_on"]["vllm-embed"]["condition"] == "service_healthy"
+
+
+def test_the_embedding_api_key_reaches_vllm_through_its_environment(embed_parsed):
+    values, services, _ = embed_parsed[1]
+    environment = services["vllm-embed"]["environment"]
+    assert environment["VLLM_API_KEY"] == values["EMBED_API_KEY"] == services["backend"]["environment"]["EMBED_API_KEY"]
+    assert "test-embed-key" not in " ".join(services["vllm-embed"]["command"])
+    # Nothing else named VLLM_* in its container (vLLM reads that prefix as its own settings).
+    assert {k for k in environment if k.startswith("VLLM_")} == {"VLLM_API_KEY"}
+
+
+def test_the_embedding_service_shares_the_llm_services_image_user_and_cache():
+    services = render(["docker-compose.vllm.yml"], ENV_FILE, EMBED_PROFILES)["services"]
+    llm, embed = services["vllm"], services["vllm-embed"]
+    assert embed["image"] == llm["image"] and embed["build"] == llm["build"] and embed["entrypoint"] == llm["entrypoint"]
+    assert embed.get("user") == llm.get("user")  # both: Dockerfile.vllm's uid 1000
+    cache = {v["source"] for v in llm["volumes"] if v["target"] == "/cache/huggingface"}
+    assert cache == {v["source"] for v in embed["volumes"] if v["target"] == "/cache/huggingface"} == {"hf-cache"}
+    assert embed["environment"]["HF_HOME"] == llm["environment"]["HF_HOME"] == "/cache/huggingface"
+    (device,) = embed["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["device_ids"] == ["0"]
+    # It starts once the LLM is healthy (the two do not profile GPU memory at once); absent LLM: starts at once.
+    assert embed["depends_on"]["vllm"]["condition"] == "service_healthy" and embed["depends_on"]["vllm"]["required"] is False
+    assert "8002/health" in " ".join(embed["healthcheck"]["test"])
+
+
+def test_the_two_gpu_shares_of_the_env_file_fit_one_gpu():
+    """Both services on GPU 0: their --gpu-memory-utilization shares add up, and must leave room for the CUDA
+    contexts and whatever else holds memory on the card (docs/deployment.md, "Embeddings on the GPU")."""
+    values = read_env_file(ENV_FILE)
+    # vLLM takes its share of the card's total memory and refuses to start when less than that is free; the one
+    # that starts second (vllm-embed) finds the first's whole share taken.
+    both = float(values["VLLM_GPU_MEMORY_UTILIZATION"]) + float(values["EMBED_VLLM_GPU_MEMORY_UTILIZATION"])
+    assert round(both, 4) <= 0.95
+
+
+def test_the_default_stack_has_no_embedding_service_and_embeds_in_the_backend():
+    services = render(["docker-compose.vllm.yml"], ENV_FILE)["services"]
+    assert "vllm-embed" not in services
+    assert services["backend"]["environment"]["EMBED_BACKEND"] == read_env_file(ENV_FILE)["EMBED_BACKEND"] != "openai"
