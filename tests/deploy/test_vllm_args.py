@@ -225,3 +225,14 @@ def test_the_default_stack_has_no_embedding_service_and_embeds_in_the_backend():
     services = render(["docker-compose.vllm.yml"], ENV_FILE)["services"]
     assert "vllm-embed" not in services
     assert services["backend"]["environment"]["EMBED_BACKEND"] == read_env_file(ENV_FILE)["EMBED_BACKEND"] != "openai"
+
+
+def test_the_backend_reads_a_downloaded_embedding_model_from_the_folder_vllm_serves():
+    """EMBED_MODEL=/models/<folder>: one path for both (vLLM loads it; the backend takes its tokenizer and size)."""
+    services = render(["docker-compose.vllm.yml"], ENV_FILE, EMBED_PROFILES)["services"]
+
+    def models(service):
+        return [(v["source"], v.get("read_only")) for v in services[service]["volumes"] if v["target"] == "/models"]
+
+    assert models("backend") == models("vllm-embed") == models("vllm") and models("backend")[0][1] is True
+    assert any(v["target"] == "/data" for v in services["backend"]["volumes"])  # common.yml's data volume kept
