@@ -262,8 +262,6 @@ def search(url: str, args) -> dict:
 
 def run(args, settings: "Settings") -> dict:
     """The `scale` subcommand."""
-    import sys
-
     from cli.local_backend import start_backend, stop_backend
 
     overrides = {k: v for k, v in (("embed_model", args.embed_model), ("embed_backend", args.embed_backend),
