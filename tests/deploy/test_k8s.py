@@ -66,7 +66,9 @@ CHECKS_THAT_MATTER = {
     "CKV_K8S_31": "seccomp profile",
 }
 # Workload-specific skips, declared as annotations on the object itself (checkov.io/skipN).
-ANNOTATED_SKIPS = {("Deployment", "vllm"): {"CKV_K8S_22"}}
+ANNOTATED_SKIPS = {("Deployment", "vllm"): {"CKV_K8S_22"}, ("Deployment", "vllm-embed"): {"CKV_K8S_22"}}
+# Workloads running vLLM, which compiles kernels into the image at start-up (no read-only root filesystem).
+VLLM_WORKLOADS = {"vllm", "vllm-embed"}
 # Names of settings that hold secrets: *_KEY, *_KEYS, *_TOKEN, anything with PASSWORD / SECRET / CREDENTIAL.
 SECRET_NAME = re.compile(r"(_KEYS?$|TOKEN$|PASSWORD|SECRET|CREDENTIAL)", re.I)
 
@@ -214,7 +216,7 @@ def policy_violations(docs: list[dict]) -> list[str]:
                     problems.append(f"{at}: {env['name']} is a literal value, not a secretKeyRef")
                 if SECRET_NAME.search(env["name"]) and "configMapKeyRef" in (env.get("valueFrom") or {}):
                     problems.append(f"{at}: {env['name']} comes from a ConfigMap, not a Secret")
-        if workload["kind"] == "Deployment" and workload["metadata"]["name"] != "vllm":
+        if workload["kind"] == "Deployment" and workload["metadata"]["name"] not in VLLM_WORKLOADS:
             containers = spec["containers"]
             if not all((c.get("securityContext") or {}).get("readOnlyRootFilesystem") for c in containers):
                 problems.append(f"{where}: root filesystem not read-only")
@@ -593,3 +595,92 @@ def test_compose_replicas_overlay_renders_two_pinned_replicas_behind_the_balance
 def test_compose_replicas_overlay_gpu_ids_are_knobs():
     services = render(REPLICAS_STACK, ROOT / ".env.vllm", {"GPU_ID_VLLM_0": "2", "GPU_ID_VLLM_1": "3"})["services"]
     assert [services[n]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for n in ("vllm", "vllm-1")] == [["2"], ["3"]]
+
+
+# --- the optional GPU embedding component (k8s/components/gpu-embed) ----------------------------------------
+
+EMBED_COMPONENT = "../../components/gpu-embed"
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def embed_overlay(request, k8s_tree) -> tuple[str, list[dict]]:
+    """An overlay with the gpu-embed component, as a user adds it (`components:` next to the overlay)."""
+    folder = k8s_tree / "overlays" / f"{request.param}-gpu-embed"
+    folder.mkdir(exist_ok=True)
+    (folder / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - ../{request.param}\ncomponents:\n  - {EMBED_COMPONENT}\n"
+    )
+    return request.param, kustomize(folder)
+
+
+def test_the_embedding_component_is_off_unless_an_overlay_names_it(overlay):
+    name, docs = overlay
+    assert "vllm-embed" not in objects(docs, "Deployment"), name
+    assert configmap_by_prefix(docs, "backend-config")["data"]["EMBED_BACKEND"] != "openai"
+
+
+def test_the_embedding_component_is_valid_and_passes_checkov_and_the_policy(embed_overlay, tmp_path):
+    import kubernetes_validate
+
+    name, docs = embed_overlay
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert {d["metadata"].get("namespace", "rag") for d in docs if d["kind"] != "Namespace"} == {"rag"}
+    assert policy_violations(docs) == [], name
+    results = run_checkov(docs, tmp_path)
+    failed = {cid: r["failed"] for cid, r in results.items() if r["failed"]}
+    assert not failed, f"{name} + gpu-embed: checkov failures {failed}"
+    for check_id, what in CHECKS_THAT_MATTER.items():
+        assert "Deployment.rag.vllm-embed" in results.get(check_id, {}).get("passed", []), f"{check_id} ({what})"
+
+
+def test_the_backend_embeds_through_the_embedding_service(embed_overlay):
+    _, docs = embed_overlay
+    data = configmap_by_prefix(docs, "backend-config")["data"]
+    embed = configmap_by_prefix(docs, "vllm-embed-config")["data"]
+    assert (data["EMBED_BACKEND"], data["EMBED_PREFIXES"]) == ("openai", "client")
+    # The store's model is the one served, under the name the backend asks for.
+    assert embed["MODEL"] == data["EMBED_MODEL"] and embed["SERVED_MODEL_NAME"] == data["EMBED_SERVED_MODEL"]
+    url = urlparse(data["EMBED_BASE_URL"])
+    service = one(docs, "Service", url.hostname)
+    assert url.path == "/v1" and url.port in [p["port"] for p in service["spec"]["ports"]]
+    deployment = one(docs, "Deployment", "vllm-embed")
+    assert matches({"matchLabels": service["spec"]["selector"]}, pod_spec_labels(deployment))
+    container = pod_spec(deployment)["containers"][0]
+    assert url.port in [p["containerPort"] for p in container["ports"]]
+    assert container["image"] == pod_spec(one(docs, "Deployment", "vllm"))["containers"][0]["image"]
+    assert pod_spec(deployment)["securityContext"]["runAsUser"] == 1000
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert not any(e["name"].startswith("VLLM_") and e["name"] != "VLLM_CACHE_ROOT" for e in container["env"])
+
+
+def test_only_the_backend_reaches_the_embedding_service(embed_overlay):
+    _, docs = embed_overlay
+    policies = objects(docs, "NetworkPolicy")
+    backend_egress = [
+        (peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], port["port"])
+        for rule in policies["backend"]["spec"]["egress"] for peer in rule["to"] for port in rule["ports"]
+    ]
+    assert ("vllm-embed", 8002) in backend_egress
+    ingress = policies["vllm-embed"]["spec"]["ingress"]
+    sources = [(peer.get("podSelector") or peer.get("namespaceSelector"))["matchLabels"] for rule in ingress for peer in rule["from"]]
+    assert sources == [{"app.kubernetes.io/name": "backend"}, {"kubernetes.io/metadata.name": "monitoring"}]
+    assert {p["port"] for rule in ingress for p in rule["ports"]} == {8002}
+
+
+def test_embedding_flags_parse_with_vllms_own_parser_and_match_compose(vllm_python, k8s_tree, embed_overlay):
+    _, docs = embed_overlay
+    container = pod_spec(one(docs, "Deployment", "vllm-embed"))["containers"][0]
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    values = {
+        env["name"]: configmaps[env["valueFrom"]["configMapKeyRef"]["name"]][env["valueFrom"]["configMapKeyRef"]["key"]]
+        for env in container["env"] if "configMapKeyRef" in (env.get("valueFrom") or {})
+    }
+    args = [re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], a) for a in container["args"]]
+    assert not any("$(" in a for a in args) and container["command"] == ["vllm", "serve"]
+    compose_args = render(("docker-compose.vllm.yml",), ROOT / ".env.vllm", {"COMPOSE_PROFILES": "vllm,gpu-embed"})["services"]["vllm-embed"]["command"]
+    k8s, compose = (r["args"] for r in parse_with_vllm(vllm_python, [args, compose_args])["results"])
+    for attribute in ("model", "served_model_name", "runner", "gpu_memory_utilization", "max_model_len", "dtype", "port"):
+        assert k8s[attribute] == compose[attribute], attribute
+    assert k8s["runner"] == "pooling" and k8s["port"] == 8002
