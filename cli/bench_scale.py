@@ -280,6 +280,7 @@ def run(args, settings: "Settings") -> dict:
             "embedder": run_settings.embed_model,
             "embed_engine": embed_engine(run_settings),
             "cross_language_model": run_settings.cross_language_model,
+            "ingest_workers": run_settings.ingest_workers,
             "target_chunks": args.chunks,
             "corpus": {k: manifest[k] for k in ("docs", "seed", "formats", "languages", "bytes", "expected_chunks") if k in manifest},
         }
