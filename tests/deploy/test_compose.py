@@ -241,6 +241,9 @@ def test_only_the_backend_is_published_by_default(stack):
     extra = {name for name, service in opened.items() if service.get("ports")} - {"backend"}
     assert extra == ({"qdrant", "vllm"} if stack == "vllm" else {"qdrant", "ollama"})
     assert all(p["host_ip"] == "127.0.0.1" for name in extra for p in opened[name]["ports"])
+    if stack == "vllm":  # the embedding service's port too, with its profile (and only then)
+        embed = stack_render(stack, {"COMPOSE_PROFILES": "vllm,gpu-embed"}, ports=True)["services"]["vllm-embed"]
+        assert [(p["host_ip"], p["published"], p["target"]) for p in embed["ports"]] == [("127.0.0.1", "8002", 8002)]
 
 
 def test_both_stacks_run_side_by_side():
