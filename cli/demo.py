@@ -58,7 +58,7 @@ def main() -> int:
         print(f"   engine {llm['engine']}, model {llm['model']}, context {llm['context_length']} tokens")
         for question in QUESTIONS:
             print(f"\n== Q: {question}\nA: ", end="")
-            code = ask_cli.ask(url, question, SPACE, top_k=4, max_tokens=160, headers=auth_headers(settings))
+            code = ask_cli.ask(url, question, SPACE, top_k=4, max_tokens=240, headers=auth_headers(settings))
             if code:
                 return code
     finally:
