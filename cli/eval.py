@@ -44,25 +44,9 @@ from backend.errors import EXIT_USAGE, AppError, NotFound, exit_code_for
 from backend.retrieval.retriever import RetrievalConfig
 from backend.retrieval.stores.base import SEARCH_MODES
 from backend.settings import load_settings
+from cli.golden import Answer, normalize
 
 DEFAULT_KS = (1, 3, 5, 10)
-_MARKUP = re.compile(r"[`*]")
-
-
-def normalize(text: str) -> str:
-    """What answer matching compares: markup-free, whitespace collapsed, case folded."""
-    return " ".join(_MARKUP.sub("", text).split()).casefold()
-
-
-@dataclass(frozen=True)
-class Answer:
-    path: str
-    passage: str | None = None
-
-    def matches(self, path: str, text: str) -> bool:
-        return path == self.path and (self.passage is None or normalize(self.passage) in normalize(text))
-
-
 @dataclass(frozen=True)
 class Question:
     id: str

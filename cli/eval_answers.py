@@ -46,6 +46,7 @@ from pathlib import Path
 
 from backend.errors import EXIT_LLM, EXIT_USAGE, AppError, exit_code_for
 from backend.settings import load_settings
+from cli.golden import Answer, normalize
 
 DEFAULT_TOP_K = 4  # what `make demo` asks with: four chunks keep a 2-core prefill under a minute for 1.5B
 DEFAULT_MAX_TOKENS = 200
@@ -59,27 +60,6 @@ NOT_FOUND = re.compile(
     r"|не (?:удалось найти|смог найти|нашёл|нашел|нашла|содерж|упомина|указан)|нет (?:информации|сведений|данных)",
     re.IGNORECASE,
 )
-
-
-_MARKUP = re.compile(r"[`*]")
-
-
-# The retrieval golden sets' matching rules (cli/eval.py's `normalize` and `Answer`), restated here because cli.eval
-# dispatches `answers` to this module and the import graph allows no cycle.
-def normalize(text: str) -> str:
-    """What fact and passage matching compare: markup-free, whitespace collapsed, case folded."""
-    return " ".join(_MARKUP.sub("", text).split()).casefold()
-
-
-@dataclass(frozen=True)
-class Answer:
-    """Where the supporting passage is: a document path and, optionally, a verbatim piece of its text."""
-
-    path: str
-    passage: str | None = None
-
-    def matches(self, path: str, text: str) -> bool:
-        return path == self.path and (self.passage is None or normalize(self.passage) in normalize(text))
 
 
 @dataclass(frozen=True)
