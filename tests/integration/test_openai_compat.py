@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from backend.errors import LLMBadResponse, LLMTimeout, LLMUnavailable
-from backend.rag import SYSTEM_PROMPT
+from backend.rag import CITE_REMINDER, SYSTEM_PROMPT
 from backend.settings import Settings
 from tests.support.openai_api import (
     ADMIN_KEY,
@@ -118,7 +118,7 @@ def test_earlier_turns_reach_the_model_but_not_retrieval(backend, fake_llm):
     # Retrieval saw the last question only: its one source is the keys note, not the backups page.
     assert messages[3]["content"] == (
         "Sources:\n\n[1] (keys.md, section Keys)\nAPI keys are rotated every 90 days by the security team.\n\n"
-        "Question: How often are API keys rotated?"
+        f"{CITE_REMINDER}\n\nQuestion: How often are API keys rotated?"
     )
     assert completion.rag["context"]["history"] == {"sent": 2, "dropped": 0}
 
