@@ -13,6 +13,8 @@ Pure functions over text, run by RagService on every finished answer (CITATION_C
 
 The rule (measured on eval/golden/citations.jsonl, docs/answering.md "Claim checking"):
 
+0. A short sentence whose `[n]` only says where the previous one comes from ("This is stated in [1].", "Это указано в
+   [1].") hands its numbers to that sentence when it had none, and claims nothing itself (`no_claim`).
 1. A sentence without `[n]` is `uncited` when it states facts (a number, an identifier, a name written with a capital
    inside the sentence) and `no_claim` otherwise ("Here is what I found.").
 2. Facts must appear **exactly** in the cited sources (any of them): numbers after normalising thousands separators
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from backend.citations.facts import (
@@ -171,6 +173,36 @@ def _has_facts(sentence: Sentence) -> bool:
                 or any(w.lower() in _WORD_NUMBERS for w in re.findall(r"\w+", sentence.text)))
 
 
+# Words of a sentence that only says where the previous one comes from ("This is stated in [1].", "Это указано в
+# [2].", "Informacja pochodzi ze źródła [1]."): small models (Qwen2.5-1.5B) cite that way, after an uncited sentence.
+_REFERENCE_WORDS = re.compile(
+    r"\b(?:source|sources|stated|states|specified|mentioned|provided|according|given|information|document|documents"
+    r"|источник\w*|указан\w*|сказано|согласно|приведен\w*|упомян\w*|информаци\w*|документ\w*"
+    r"|źródł\w*|podan\w*|wskazan\w*|zgodnie|informacj\w*|dokument\w*|wynika|pochodzi)\b",
+    re.IGNORECASE,
+)
+_REFERENCE_MAX_WORDS = 14
+
+
+def _is_reference_only(sentence: Sentence) -> bool:
+    """A short sentence with `[n]` that states nothing itself, only that "this" is in source n."""
+    words = re.findall(r"\w+", MARKER.sub(" ", sentence.text))
+    return (bool(sentence.markers) and len(words) <= _REFERENCE_MAX_WORDS and not _has_facts(sentence)
+            and _REFERENCE_WORDS.search(sentence.text) is not None)
+
+
+def _carry_references(sentences: list[Sentence]) -> tuple[list[Sentence], set[int]]:
+    """Markers of a reference-only sentence go to the uncited sentence right before it, which is then checked
+    against them; the reference sentence itself claims nothing (its index is returned, to be `no_claim`)."""
+    out, references = list(sentences), set()
+    for i in range(1, len(out)):
+        previous, sentence = out[i - 1], out[i]
+        if not previous.markers and _is_reference_only(sentence) and _has_facts(previous):
+            out[i - 1] = replace(previous, markers=sentence.markers)
+            references.add(i)
+    return out, references
+
+
 def check_sentence(sentence: Sentence, sources: list[str], embed: Embed | None = None,
                    min_overlap: float = MIN_OVERLAP, min_cosine: float = MIN_COSINE) -> CitationCheck:
     return _check([sentence], sources, embed, min_overlap, min_cosine, attribute=False)[0]
@@ -196,9 +228,13 @@ def _check(sentences: list[Sentence], sources: list[str], embed: Embed | None, m
            min_cosine: float, attribute: bool) -> list[CitationCheck]:
     # Each sentence has one or more candidates: its cited sources together, or (attribution) each source alone.
     candidates: list[list[CitationCheck | _Pending]] = []
-    for sentence in sentences:
+    sentences, references = _carry_references(sentences)
+    for i, sentence in enumerate(sentences):
         cited = [n for n in sentence.markers if 1 <= n <= len(sources)]
-        if sentence.markers and not cited:
+        if i in references:
+            candidates.append([CitationCheck(sentence.text, sentence.start, sentence.end, list(sentence.markers),
+                                             None, "no_claim", None, 0.0)])
+        elif sentence.markers and not cited:
             candidates.append([CitationCheck(sentence.text, sentence.start, sentence.end, list(sentence.markers),
                                              False, "unsupported", None, 0.0,
                                              [f"[{n}]" for n in sentence.markers])])

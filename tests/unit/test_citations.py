@@ -105,6 +105,27 @@ def test_embedder_rescues_a_same_language_paraphrase():
     assert check(answer, [PASSWORDS], embed=lambda texts: [[1.0, 0.0]] * len(texts))[0].status == "supported"
 
 
+@pytest.mark.parametrize("reference", [
+    "This is stated in [2].", "This is specified in the [2] source.", "According to source [2].",
+    "Это указано в [2].", "Informacja pochodzi ze źródła [2].",
+])
+def test_a_reference_only_sentence_hands_its_number_to_the_uncited_sentence_before_it(reference):
+    # Qwen2.5-1.5B's habit: the fact first, then where it comes from, as a sentence of its own.
+    checks = check(f"Passwords must be at least 14 characters long. {reference}", [CENTRES, PASSWORDS])
+    assert [(c.status, c.sources) for c in checks] == [("supported", [2]), ("no_claim", [2])]
+    assert checks[0].span is not None and checks[0].span.n == 2
+    # Handed to the wrong source, the fact is checked there and fails, as if cited so.
+    wrong = check(f"Passwords must be at least 14 characters long. {reference.replace('[2]', '[1]')}", [CENTRES, PASSWORDS])
+    assert [c.status for c in wrong] == ["unsupported", "no_claim"]
+
+
+def test_a_cited_claim_after_an_uncited_sentence_keeps_its_own_number():
+    # Not a reference sentence (it states something of its own): the uncited sentence stays uncited.
+    checks = check("Passwords must be at least 14 characters long. Everyone uses the company password manager [1].",
+                   [PASSWORDS])
+    assert [(c.status, c.sources) for c in checks] == [("uncited", []), ("supported", [1])]
+
+
 def test_citation_beyond_the_sources_is_unsupported():
     assert one("Passwords must be at least 14 characters long [3].", [PASSWORDS]).status == "unsupported"
 
