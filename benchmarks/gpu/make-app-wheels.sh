@@ -55,6 +55,7 @@ deps = [
     "httpx2==2.17.0", "httpcore2==2.17.0", "jiter==0.19.0",  # openai 3
     "contourpy==1.3.3", "cycler==0.12.1", "fonttools==4.69.1", "kiwisolver==1.5.1", "pyparsing==3.3.3",
     "python-dateutil==2.9.0.post0", "six==1.17.0",  # matplotlib (pillow: the image, for sentence-transformers)
+    "defusedxml==0.7.1",  # fpdf2 (cli.bench corpus's PDFs; fonttools above)
 ]
 keep, skipped = [], []
 for pin in pins + deps + extra:
