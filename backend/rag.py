@@ -9,6 +9,7 @@ JSON error status, and one raised later into an SSE `error` event.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -261,11 +262,12 @@ class RagService:
         Not Starlette's shared pool: its 40 threads made the 41st concurrent answer wait for a whole search
         before its own could start, and only the 40 running ones could share a batched query-embedding pass
         (measured on the H100 box at c=64: retrieval ~3.0 s per answer, of which query embedding ~1.1 s).
-        One thread per admitted answer (ASK_MAX_IN_FLIGHT): threads waiting for the embedder's next pass
-        cost no CPU, and every waiting question joins that pass.
+        One thread per admitted answer (ASK_MAX_IN_FLIGHT; 0, no limit, gives no limit here either: a limiter of
+        0 tokens would block every answer): threads waiting for the embedder's next pass cost no CPU, and every
+        waiting question joins that pass.
         """
         if self._retrieval_threads is None:  # created on the event loop (anyio needs one)
-            self._retrieval_threads = anyio.CapacityLimiter(self.settings.ask_max_in_flight)
+            self._retrieval_threads = anyio.CapacityLimiter(self.settings.ask_max_in_flight or math.inf)
         submitted = time.perf_counter()
         started: list[float] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import anyio
 import pytest
 
 from backend.answers import (
@@ -68,6 +69,18 @@ def test_a_grounded_answer_streams_tokens_then_one_answer_with_every_key():
     assert data["context"]["used"] == 1 and data["context"]["token_counts"] == "upper_bound"
     assert "history" not in data["context"]
     assert set(data["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms", "retrieval_stages", "check_ms"}
+
+
+def test_no_answer_limit_means_no_retrieval_thread_limit_either():
+    # ASK_MAX_IN_FLIGHT=0 is "no limit": the answers' retrieval threads must not become a pool of none.
+    rag = RagService(StubRetriever([HIT]), FakeLLM("Every 90 days [1]."), SimpleNamespace(**{**vars(SETTINGS), "ask_max_in_flight": 0}))
+
+    async def ask_with_deadline():
+        with anyio.fail_after(30):
+            return [event async for event in rag.ask(AskRequest("How often do keys rotate?", "kb"))]
+
+    events = anyio.run(ask_with_deadline)
+    assert events[-1].answer.text == "Every 90 days [1]." and "wait_ms" in events[-1].answer.timings.retrieval_stages
 
 
 def test_a_refusal_asks_no_engine_and_has_no_finish_reason():
