@@ -229,11 +229,14 @@ class ProcessEmbedder:
         return {role: worker.pid for role, worker in self._workers.items()}
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._on_document_worker(texts, is_query=False)
+
+    def _on_document_worker(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         worker = self._workers["document"]
         # One bounded batch per call: two documents being indexed take turns batch by batch.
-        return embed_in_length_batches(self._parent.prepare(texts), self.batch_size, self.dim, lambda b: worker.embed(b, False))
+        return embed_in_length_batches(self._parent.prepare(texts), self.batch_size, self.dim, lambda b: worker.embed(b, is_query))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -248,10 +251,7 @@ class ProcessEmbedder:
         answer's last token). On the query worker each check's pass (a sentence and its span, ~50-100 ms on one
         thread) held up the batched passes of new questions: profiled at c=16 here, the checks' embeddings took
         a third of the backend's samples. The document worker takes turns batch by batch with an ingest."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        worker = self._workers["document"]
-        return embed_in_length_batches(self._parent.prepare(texts), self.batch_size, self.dim, lambda b: worker.embed(b, True))
+        return self._on_document_worker(texts, is_query=True)
 
     def close(self) -> None:
         """Stop both workers (idempotent); calls after this raise EmbedderUnavailable."""
