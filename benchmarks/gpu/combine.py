@@ -79,22 +79,21 @@ def _read(path: Path) -> str:
 
 
 def _stage_totals(path: Path) -> dict[tuple[str, str], float]:
-    return {(stage, kind): float(value) for kind, stage, value in _STAGE_LINE.findall(_read(path))}
+    """(stage, "sum" | "count") -> value; the event loop's lag probe (not a stage: how late the loop ran a 0.1 s
+    probe) as the pseudo-stage "event_loop_lag"."""
+    text = _read(path)
+    totals = {(stage, kind): float(value) for kind, stage, value in _STAGE_LINE.findall(text)}
+    totals.update({("event_loop_lag", kind): float(value) for kind, value in _LAG_LINE.findall(text)})
+    return totals
 
 
 def stage_means_ms(raw_dir: Path, c: int, tag: str = "") -> dict[str, float]:
-    """Mean ms per answer of each stage during one /ask level: the difference of the backend's
-    rag_stage_duration_seconds sums and counts scraped before and after it (bench.sh), warm-up included."""
+    """Mean ms per answer of each stage during one /ask level (and the event loop's mean lag per probe): the
+    difference of the backend's sums and counts scraped before and after it (bench.sh), warm-up included."""
     before = _stage_totals(raw_dir / f"metrics{tag}-c{c}-before.txt")
     after = _stage_totals(raw_dir / f"metrics{tag}-c{c}-after.txt")
     means = {}
-    lag = _LAG_LINE.findall(_read(raw_dir / f"metrics{tag}-c{c}-after.txt")), _LAG_LINE.findall(_read(raw_dir / f"metrics{tag}-c{c}-before.txt"))
-    if lag[0]:
-        (after_lag, before_lag) = ({kind: float(v) for kind, v in pairs} for pairs in lag)
-        ticks = after_lag["count"] - before_lag.get("count", 0.0)
-        if ticks > 0:  # not a stage: how late the event loop ran a 0.1 s probe, on average, during the level
-            means["event_loop_lag"] = round((after_lag["sum"] - before_lag.get("sum", 0.0)) / ticks * 1000, 1)
-    for stage in STAGES:
+    for stage in (*STAGES, "event_loop_lag"):
         count = after.get((stage, "count"), 0.0) - before.get((stage, "count"), 0.0)
         if count > 0:
             means[stage] = round((after[(stage, "sum")] - before.get((stage, "sum"), 0.0)) / count * 1000, 1)
