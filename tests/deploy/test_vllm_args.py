@@ -40,15 +40,21 @@ VARIANTS = [
 ]
 
 
+def rendered_variants(tmp_path_factory, variants: list[dict], name: str, environ: dict | None = None) -> list:
+    """(the env values, the rendered services) of the vLLM stack for .env.vllm with each variant on top."""
+    base = read_env_file(ENV_FILE)
+    renders = []
+    for i, variant in enumerate(variants):
+        values = {**base, **variant}
+        env_file = write_env_file(tmp_path_factory.mktemp("env") / f"{name}{i}.env", values)
+        renders.append((values, render(["docker-compose.vllm.yml"], env_file, environ)["services"]))
+    return renders
+
+
 @pytest.fixture(scope="module")
 def parsed(vllm_python, tmp_path_factory):
     """Each variant: (the env values, the rendered vllm service, vLLM's parse of its command)."""
-    base = read_env_file(ENV_FILE)
-    renders = []
-    for i, variant in enumerate(VARIANTS):
-        values = {**base, **variant}
-        env_file = write_env_file(tmp_path_factory.mktemp("env") / f"variant{i}.env", values)
-        renders.append((values, render(["docker-compose.vllm.yml"], env_file)["services"]))
+    renders = rendered_variants(tmp_path_factory, VARIANTS, "variant")
     # Known-bad lines as well: the parser must be able to say no.
     output = parse_with_vllm(vllm_python, [services["vllm"]["command"] for _, services in renders] + [["m", "--disable-log-requests"], ["m", "--dtype", "float17"]])
     results = output["results"]
@@ -147,12 +153,7 @@ EMBED_VARIANTS = [
 @pytest.fixture(scope="module")
 def embed_parsed(vllm_python, tmp_path_factory):
     """Each embedding variant: (the env values, the rendered services, vLLM's parse of vllm-embed's command)."""
-    base = read_env_file(ENV_FILE)
-    renders = []
-    for i, variant in enumerate(EMBED_VARIANTS):
-        values = {**base, **variant}
-        env_file = write_env_file(tmp_path_factory.mktemp("env") / f"embed{i}.env", values)
-        renders.append((values, render(["docker-compose.vllm.yml"], env_file, EMBED_PROFILES)["services"]))
+    renders = rendered_variants(tmp_path_factory, EMBED_VARIANTS, "embed", EMBED_PROFILES)
     # The flag older guides give (`--task embed`) must be refused by this vLLM: the parser can say no here too.
     commands = [services["vllm-embed"]["command"] for _, services in renders] + [["intfloat/multilingual-e5-small", "--task", "embed"]]
     results = parse_with_vllm(vllm_python, commands)["results"]
